@@ -1,0 +1,375 @@
+"""One typed, validated experiment config.
+
+The same keys work in a YAML file (nested sections) and as Flower run-config
+keys (flattened with dots, e.g. ``data.dataset``). Validation happens before any
+work starts and every error names the bad key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A bad experiment config: the message names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _int_list(value: Any) -> Any:
+    """Accept ``[1, 2]``, ``"1,2"`` and ``1`` (run-config values cannot be lists)."""
+    if isinstance(value, str):
+        text = value.strip().strip("[]")
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
+def _none_if_empty(value: Any) -> Any:
+    """Run-config values cannot be null: an empty string means 'not set'."""
+    return None if value == "" else value
+
+
+DatasetName = Literal["cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder", "npz"]
+
+
+class DataConfig(_Section):
+    """Which data, where it lives, and how it is split over clients."""
+
+    dataset: DatasetName = "cifar10"
+    data_dir: str | None = Field(
+        default=None,
+        description="Folder with local copies (cifar10-jpeg.tar.gz, mnist-subset.npz) or torchvision "
+        "downloads; default: $FL_PRIVACY_DATA_DIR, else ~/.cache/fl-privacy/data.",
+    )
+    path: str | None = Field(default=None, description="imagefolder/npz only: the archive, folder or .npz file.")
+    download: bool = True
+    normalize: bool = True
+    partition: Literal["iid", "dirichlet", "classes"] = "dirichlet"
+    alpha: float = Field(default=0.5, gt=0)
+    classes_per_client: int = Field(default=2, ge=1)
+    samples_per_client: int = Field(default=0, ge=0, description="Cap per client after partitioning; 0 = no cap.")
+    min_partition_size: int = Field(default=10, ge=0, description="Dirichlet: redraw until every client has this many.")
+
+    _empty = field_validator("data_dir", "path", mode="before")(_none_if_empty)
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> "DataConfig":
+        if self.dataset in ("imagefolder", "npz") and not self.path:
+            raise ValueError(f"data.path is required for dataset '{self.dataset}' (the archive/folder/.npz to read)")
+        return self
+
+
+ModelName = Literal["lenet", "convnet", "resnet18", "resnet34", "small_cnn"]
+
+
+class ModelConfig(_Section):
+    """Architecture and its switches; unset (None) switches take the model's default."""
+
+    name: ModelName = "small_cnn"
+    width: int | None = Field(default=None, ge=1)
+    bias: bool | None = None
+    activation: str | None = None
+    dropout: float | None = Field(default=None, ge=0, lt=1)
+    maxpool: bool | None = None
+    kernel_size: int | None = Field(default=None, ge=1)
+    padding: int | None = Field(default=None, ge=0)
+    batchnorm: bool | None = None
+    cut_skips: list[int] | None = None
+    dlg_init: bool | None = None
+
+    _empty = field_validator(
+        "width", "bias", "activation", "dropout", "maxpool", "kernel_size", "padding", "batchnorm", "dlg_init",
+        mode="before",
+    )(_none_if_empty)
+
+    @field_validator("cut_skips", mode="before")
+    @classmethod
+    def _skips(cls, value: Any) -> Any:
+        return None if value == "" else _int_list(value)
+
+    def options(self) -> dict[str, Any]:
+        """The switches the user set, for ``build_model``."""
+        return {k: v for k, v in self.model_dump(exclude={"name"}).items() if v is not None}
+
+
+class FederationConfig(_Section):
+    num_clients: int = Field(default=10, ge=1, description="Must equal the number of SuperNodes (num-supernodes).")
+    rounds: int = Field(default=3, ge=1)
+    fraction_train: float = Field(default=1.0, gt=0, le=1)
+    min_train_clients: int = Field(default=1, ge=1)
+    round_timeout: float = Field(default=3600.0, gt=0, description="Seconds the server waits for replies.")
+
+
+class TrainingConfig(_Section):
+    """Client-side local training (what a client does before it shares)."""
+
+    algorithm: Literal["fedavg", "fedsgd"] = "fedavg"
+    local_epochs: int = Field(default=1, ge=1)
+    local_steps: int = Field(default=0, ge=0, description="FedAvg: stop after this many SGD steps; 0 = whole epochs.")
+    batch_size: int = Field(default=32, ge=1, description="FedAvg mini-batch size; FedSGD: the one batch's size.")
+    lr: float = Field(default=0.05, gt=0)
+    momentum: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    drop_last: bool = False
+
+
+class DefenseSpec(_Section):
+    """One stage of the client's defense pipeline: a registered name and its parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class AttackConfig(_Section):
+    """What the curious server attacks: which rounds, which clients."""
+
+    name: str = "none"
+    rounds: list[int] = Field(default_factory=lambda: [1])
+    victims: int = Field(default=1, ge=0, description="Victims per attacked round (lowest partition ids first).")
+    victim_ids: list[int] | None = Field(default=None, description="Attack these partition ids instead.")
+    record_updates: bool = True
+
+    _rounds = field_validator("rounds", mode="before")(_int_list)
+
+    @field_validator("victim_ids", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        return None if value == "" else _int_list(value)
+
+
+class EvaluationConfig(_Section):
+    every: int = Field(default=1, ge=0, description="Evaluate the global model every N rounds; 0 = never.")
+    test_samples: int = Field(default=0, ge=0, description="0 = the whole test split.")
+    batch_size: int = Field(default=1000, ge=1)
+
+
+class ResourcesConfig(_Section):
+    client_cpus: int = Field(default=1, ge=1)
+    client_gpus: float = Field(default=0.0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Server: attacks and evaluation.")
+    client_device: Literal["auto", "cpu", "cuda"] = "cpu"
+    threads: int = Field(default=0, ge=0, description="torch threads per process; 0 = torch's default.")
+
+
+class ExperimentConfig(_Section):
+    """A whole run: data, model, federation, training, defenses, attack, evaluation."""
+
+    name: str = "default"
+    seed: int = 0
+    out_dir: str = Field(default="runs", description="Parent of the run directory.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    defenses: list[DefenseSpec] = Field(default_factory=list)
+    attack: AttackConfig = Field(default_factory=AttackConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+
+    @field_validator("defenses", mode="before")
+    @classmethod
+    def _defenses(cls, value: Any) -> Any:
+        if isinstance(value, str):  # run-config: a YAML/JSON list in a string
+            value = yaml.safe_load(value) or []
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "ExperimentConfig":
+        fed = self.federation
+        if fed.min_train_clients > fed.num_clients:
+            raise ValueError(
+                f"federation.min_train_clients={fed.min_train_clients} exceeds federation.num_clients={fed.num_clients}"
+            )
+        bad = [r for r in self.attack.rounds if not 1 <= r <= fed.rounds]
+        if bad:
+            raise ValueError(f"attack.rounds {bad} outside 1..federation.rounds={fed.rounds}")
+        ids = self.attack.victim_ids or []
+        bad = [i for i in ids if not 0 <= i < fed.num_clients]
+        if bad:
+            raise ValueError(f"attack.victim_ids {bad} outside 0..{fed.num_clients - 1}")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> "ExperimentConfig":
+        return cls.model_validate(json.loads(text))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel) and sub is not DefenseSpec:
+            keys += _all_keys(sub, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+CONFIG_KEYS: tuple[str, ...] = tuple(_all_keys(ExperimentConfig))
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, CONFIG_KEYS, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _check_known(data: Mapping[str, Any], prefix: str = "") -> None:
+    """Unknown keys, with a suggestion, before pydantic's generic messages."""
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if full == "defenses":
+            continue
+        if isinstance(value, Mapping) and any(k.startswith(full + ".") for k in CONFIG_KEYS):
+            _check_known(value, full + ".")
+        elif full not in CONFIG_KEYS:
+            section = full.rsplit(".", 1)[0] + "." if "." in full else ""
+            allowed = sorted(k[len(section):] for k in CONFIG_KEYS if k.startswith(section) and "." not in k[len(section):])
+            raise ConfigError(f"unknown config key '{full}'{_suggest(full)} (allowed here: {', '.join(allowed)})")
+
+
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("function-after",))
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"{loc or 'config'}: {e['msg']}{shown}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"data.dataset": x}`` -> ``{"data": {"dataset": x}}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"config key '{key}' conflicts with a value set for '{p}'")
+        node[leaf] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["training.lr=0.1", "attack.rounds=[1,2]"]`` -> flat dict with YAML-typed values."""
+    flat: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. training.lr=0.1)")
+        key, raw = item.split("=", 1)
+        flat[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+    return flat
+
+
+def build_config(data: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Validate nested ``data`` with flat dotted ``overrides`` applied on top."""
+    merged = _merge(dict(data or {}), unflatten(overrides or {}))
+    _check_known(merged)
+    try:
+        config = ExperimentConfig.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+    _check_registries(config)
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment (optional) and apply overrides (``key=value`` strings or a flat dict)."""
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{p}' does not exist")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file '{p}' is not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file '{p}' must hold a mapping of sections, not {type(data).__name__}")
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    return build_config(data, overrides)
+
+
+def default_flat() -> dict[str, Any]:
+    """Every key with its default, as Flower run-config values (no None, no lists)."""
+    flat: dict[str, Any] = {}
+
+    def walk(obj: Any, prefix: str) -> None:
+        for key, value in obj.items():
+            full = f"{prefix}{key}"
+            if full == "defenses":
+                flat[full] = "[]"
+            elif isinstance(value, dict):
+                walk(value, full + ".")
+            elif value is None:
+                flat[full] = ""
+            elif isinstance(value, list):
+                flat[full] = ",".join(str(v) for v in value)
+            else:
+                flat[full] = value
+
+    walk(ExperimentConfig().model_dump(), "")
+    return flat
+
+
+def from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
+    """Flower's ``context.run_config`` -> config.
+
+    ``config`` may name a YAML file (absolute path, or relative to the working
+    directory). Run-config values equal to the pyproject defaults do not
+    override the YAML file; the others do.
+    """
+    run_config = dict(run_config)
+    path = run_config.pop("config", "") or None
+    defaults = default_flat()
+    overrides = {k: v for k, v in run_config.items() if k not in defaults or defaults[k] != v}
+    return load_config(path, overrides)
+
+
+def _check_registries(config: ExperimentConfig) -> None:
+    """Names that live in registries (defenses, attacks), checked before any work starts."""
+    from fl_privacy.attacks import ATTACK_NAMES
+    from fl_privacy.defenses import build_pipeline
+
+    if config.attack.name not in ATTACK_NAMES:
+        raise ConfigError(
+            f"attack.name: unknown attack '{config.attack.name}'{_close(config.attack.name, ATTACK_NAMES)} "
+            f"(available: {', '.join(ATTACK_NAMES)})"
+        )
+    try:
+        build_pipeline(config.defenses)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"defenses: {err}") from None
+
+
+def _close(name: str, choices: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -1,0 +1,12 @@
+"""Client-side defenses: post-processing of the shared update, composable in a pipeline."""
+
+from fl_privacy.defenses.base import (
+    DEFENSES,
+    Defense,
+    DefenseContext,
+    DefensePipeline,
+    build_pipeline,
+    register_defense,
+)
+
+__all__ = ["DEFENSES", "Defense", "DefenseContext", "DefensePipeline", "build_pipeline", "register_defense"]

@@ -1,0 +1,102 @@
+"""The defense contract: a stage maps the shared update to what is actually sent.
+
+A defense runs on the client after local training (``when = "update"``) and sees
+only what the client has: its update, the global model, its own private batch
+and its own persistent state (error feedback, warm starts). What it returns is
+exactly what the server receives and records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal, Mapping
+
+import torch
+
+Update = dict[str, torch.Tensor]
+
+
+@dataclass
+class DefenseContext:
+    """What a client-side defense may use besides the update itself."""
+
+    kind: Literal["gradient", "delta"]
+    """``gradient`` (FedSGD) or ``delta = w_local - w_global`` (FedAvg)."""
+    model: torch.nn.Module | None = None
+    """The global model as received (sensitivity-based defenses need it)."""
+    inputs: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    """The client's own training samples (defenses run on the client)."""
+    generator: torch.Generator = field(default_factory=torch.Generator)
+    """Seeded per client and round, so that defended runs are reproducible."""
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+    """Client state kept across rounds (error feedback); keys are namespaced per stage."""
+
+
+class Defense:
+    """Base class: subclasses set ``name`` and implement ``apply``."""
+
+    name: ClassVar[str] = ""
+    when: ClassVar[Literal["update"]] = "update"
+    needs_server: ClassVar[bool] = False
+    """True when the server must help (e.g. compensation after aggregation)."""
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    def apply(self, update: Update, context: DefenseContext) -> Update:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Exact parameters, recorded in the run report."""
+        return {"name": self.name, **self.params}
+
+
+DEFENSES: dict[str, type[Defense]] = {}
+
+
+def register_defense(cls: type[Defense]) -> type[Defense]:
+    """Class decorator: make a defense available by its ``name`` in configs."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} must set a class attribute 'name'")
+    DEFENSES[cls.name] = cls
+    return cls
+
+
+class DefensePipeline:
+    """Stages applied in config order; an empty pipeline sends the update unchanged."""
+
+    def __init__(self, stages: list[Defense]) -> None:
+        self.stages = stages
+
+    def __call__(self, update: Update, context: DefenseContext) -> Update:
+        for index, stage in enumerate(self.stages):
+            prefix = f"{index}:{stage.name}/"  # each stage owns its slice of the client state
+            own = {k[len(prefix):]: v for k, v in context.state.items() if k.startswith(prefix)}
+            update = stage.apply(update, replace(context, state=own))
+            context.state.update({prefix + k: v for k, v in own.items()})
+        return update
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [stage.describe() for stage in self.stages]
+
+
+def build_pipeline(specs: list[Any] | None) -> DefensePipeline:
+    """Build stages from config specs (``DefenseSpec`` or dicts with ``name`` and parameters)."""
+    stages = []
+    for spec in specs or []:
+        params: Mapping[str, Any] = spec.model_dump() if hasattr(spec, "model_dump") else dict(spec)
+        params = dict(params)
+        name = params.pop("name", None)
+        if name not in DEFENSES:
+            available = ", ".join(sorted(DEFENSES)) or "none registered yet"
+            raise ValueError(f"unknown defense '{name}' (available: {available})")
+        try:
+            stages.append(DEFENSES[name](**params))
+        except TypeError as err:
+            raise ValueError(f"defense '{name}': {err}") from None
+    return DefensePipeline(stages)
+

@@ -1,0 +1,67 @@
+"""A Flower ``Grid`` that runs the ClientApp in this process, one node after another.
+
+Same ServerApp, same ClientApp, same messages as ``flwr run``; no SuperLink,
+no Ray, nothing left running afterwards. Used by the test suite and by
+``fl-privacy run --backend inprocess`` for small studies on a laptop.
+Client exceptions propagate (fail fast) instead of becoming error replies.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+from uuid import uuid4
+
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+
+class InProcessGrid(Grid):
+    """Nodes ``1..N`` with node config ``partition-id = i-1``, ``num-partitions = N``."""
+
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1) -> None:
+        self._client_app = client_app
+        self._run = Run.create_empty(run_id)
+        self._contexts = {
+            i + 1: Context(
+                run_id=run_id, node_id=i + 1, node_config={"partition-id": i, "num-partitions": num_nodes},
+                state=RecordDict(), run_config={},
+            )
+            for i in range(num_nodes)
+        }
+        self._replies: dict[str, Message] = {}
+        # Messages built by the ServerApp take their run and sender from the process' task identity.
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, SUPERLINK_NODE_ID
+
+    def set_run(self, run: Run) -> None:
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        return self._run
+
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self._contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = str(uuid4())  # as Flower's own in-memory grid does
+            reply = self._client_app(message, self._contexts[message.metadata.dst_node_id])
+            self._replies[message.metadata.message_id] = reply
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self._replies.pop(i) for i in message_ids if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self.pull_messages(self.push_messages(messages))

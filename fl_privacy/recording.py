@@ -1,0 +1,91 @@
+"""What the curious server keeps: the updates of chosen victims, as it received them.
+
+Only victims of attacked rounds are recorded (to disk, one file each), so
+server memory does not grow with the number of clients or rounds. Ground truth
+(the victim's sample indices) is written by the evaluator side into a separate
+file that attacks never read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+
+from fl_privacy.config import ExperimentConfig
+from fl_privacy.reporting import RunDirectory
+
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass
+class RecordedUpdate:
+    """The server's view of one client's update in one round (after the client's defenses)."""
+
+    server_round: int
+    partition_id: int
+    kind: Literal["gradient", "delta"]
+    """``gradient`` (FedSGD) or ``delta = w_client - w_global`` (FedAvg)."""
+    global_state: Tensors
+    """Parameters and buffers of the global model exactly as sent to the client."""
+    update: Tensors
+    """Per parameter: the gradient (FedSGD) or ``w_client - w_global`` (FedAvg)."""
+    buffers: Tensors
+    """Buffers the client sent back (BatchNorm running statistics after its training)."""
+    num_examples: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Public metadata: the training settings the server announced and the defenses' descriptions."""
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(asdict(self), path)
+
+    @classmethod
+    def load(cls, path: Path) -> "RecordedUpdate":
+        return cls(**torch.load(path, weights_only=True))
+
+
+AttackHook = Callable[[RecordedUpdate], "dict[str, Any] | None"]
+GroundTruthFn = Callable[[int, int], dict[str, Any]]
+
+
+class UpdateRecorder:
+    """Chooses victims per round, stores their updates and ground truth, calls the attack hook."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        run: RunDirectory,
+        ground_truth: GroundTruthFn,
+        attack: AttackHook | None = None,
+    ) -> None:
+        self.config, self.run = config, run
+        self.ground_truth = ground_truth
+        self.attack = attack
+        self._chosen: set[int] = set()
+
+    def choose_victims(self, server_round: int, partition_ids: list[int]) -> set[int]:
+        """Victims of this round among the clients that replied (none outside ``attack.rounds``)."""
+        cfg = self.config.attack
+        if server_round not in cfg.rounds or not cfg.record_updates:
+            return set()
+        ordered = sorted(partition_ids)
+        if cfg.victim_ids is not None:
+            return {pid for pid in ordered if pid in cfg.victim_ids}
+        return set(ordered[: cfg.victims])
+
+    def record(self, recorded: RecordedUpdate) -> dict[str, Any]:
+        """Store one victim's update and its ground truth; run the attack hook on it."""
+        r, pid = recorded.server_round, recorded.partition_id
+        recorded.save(self.run.update_path(r, pid))
+        self.run.write_json(str(self.run.ground_truth_path(r, pid).relative_to(self.run.root)), self.ground_truth(r, pid))
+        entry: dict[str, Any] = {"round": r, "partition_id": pid, "num_examples": recorded.num_examples,
+                                 "update_file": str(self.run.update_path(r, pid).relative_to(self.run.root))}
+        if self.attack is not None:
+            outcome = self.attack(recorded)
+            if outcome:
+                entry.update(outcome)
+        self.run.append_jsonl("victims.jsonl", entry)
+        return entry

@@ -1,0 +1,76 @@
+"""Everything a run needs before round 1, checked up front.
+
+Bad input (missing dataset, batch larger than a client's data, a model that
+does not fit the images) fails here with a message naming the fix, before any
+long work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from fl_privacy.config import ConfigError, ExperimentConfig
+from fl_privacy.data import ImageData, client_partitions, load_dataset
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    config: ExperimentConfig
+    train: ImageData
+    partitions: tuple[np.ndarray, ...]
+
+    def new_model(self, seed: int | None = None) -> torch.nn.Module:
+        return build_model_for(self.config, self.train, seed)
+
+
+def build_model_for(config: ExperimentConfig, data: ImageData, seed: int | None = None) -> torch.nn.Module:
+    """The configured architecture for this data; parameters seeded by ``seed`` (default: the run seed)."""
+    from fl_privacy.models import build_model
+
+    torch.manual_seed(config.seed if seed is None else seed)
+    channels, height, _ = data.shape
+    try:
+        return build_model(
+            config.model.name, num_classes=data.num_classes, in_channels=channels, image_size=height,
+            **config.model.options(),
+        )
+    except ValueError as err:
+        raise ConfigError(f"model: {err}") from None
+
+
+def load_split(config: ExperimentConfig, split: str) -> ImageData:
+    d = config.data
+    return load_dataset(d.dataset, split, data_dir=d.data_dir, download=d.download, path=d.path)  # type: ignore[arg-type]
+
+
+def prepare(config: ExperimentConfig) -> RunSetup:
+    """Load the training split, partition it and check every client can train as configured."""
+    train = load_split(config, "train")
+    partitions = client_partitions(train.labels, config.data, config.federation.num_clients, config.seed)
+    smallest = int(np.argmin([len(p) for p in partitions]))
+    if len(partitions[smallest]) < config.training.batch_size:
+        raise ConfigError(
+            f"training.batch_size={config.training.batch_size} is larger than client {smallest}'s data "
+            f"({len(partitions[smallest])} samples): lower training.batch_size, use fewer clients, or "
+            f"change data.partition / data.alpha / data.samples_per_client"
+        )
+    build_model_for(config, train)  # fails fast when the model does not fit the images
+    return RunSetup(config, train, partitions)
+
+
+@lru_cache(maxsize=2)
+def cached_setup(config_json: str) -> RunSetup:
+    """Per-process cache: a worker that simulates many clients loads data and partitions once."""
+    return prepare(ExperimentConfig.from_json(config_json))
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA device is visible: use 'auto' or 'cpu'")
+    return torch.device(choice)

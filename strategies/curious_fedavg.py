@@ -1,0 +1,105 @@
+"""FedAvg that aggregates honestly but records what chosen victims sent.
+
+The strategy sees every reply exactly as the server receives it (after the
+client's defenses), folds it into a running weighted mean, stores the victims'
+updates through the ``UpdateRecorder`` and forgets the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from logging import INFO
+
+from fl_privacy.aggregation import WeightedMean
+from fl_privacy.config import ExperimentConfig
+from fl_privacy.recording import RecordedUpdate, UpdateRecorder
+from fl_privacy.training import apply_gradient
+
+Tensors = dict[str, torch.Tensor]
+CONFIG_KEY = "fl-privacy-config"
+
+
+def _no_metric_average(records: list, weighted_by_key: str) -> MetricRecord:  # noqa: ARG001
+    """Flower would average partition ids too; the strategy computes its own train metrics."""
+    return MetricRecord({})
+
+
+class CuriousFedAvg(FedAvg):
+    """Honest FedAvg / FedSGD aggregation plus recording of victim updates."""
+
+    def __init__(self, config: ExperimentConfig, recorder: UpdateRecorder, param_names: list[str]) -> None:
+        fed = config.federation
+        super().__init__(
+            fraction_train=fed.fraction_train, fraction_evaluate=0.0, min_train_nodes=fed.min_train_clients,
+            min_evaluate_nodes=0, min_available_nodes=fed.num_clients, train_metrics_aggr_fn=_no_metric_average,
+        )
+        self.config, self.recorder = config, recorder
+        self.param_names = param_names
+        self._sent: Tensors = {}
+        self.round_info: dict[int, dict[str, Any]] = {}
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._sent = arrays.to_torch_state_dict()  # the global model exactly as sent
+        self.round_info[server_round] = {"started": time.time()}
+        config[CONFIG_KEY] = self.config.to_json()  # clients read the run's resolved config from here
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid, errors = self._check_and_log_replies(list(replies), is_train=True)
+        if not valid:
+            return None, None
+        pids = [int(m.content["metrics"]["partition-id"]) for m in valid]
+        victims = self.recorder.choose_victims(server_round, pids)
+        fedsgd = self.config.training.algorithm == "fedsgd"
+        mean, loss, recorded = WeightedMean(), 0.0, []
+        for message, pid in zip(valid, pids):
+            metrics = message.content["metrics"]
+            weight = float(metrics["num-examples"])
+            received = message.content["arrays"].to_torch_state_dict()
+            mean.add(received, weight)
+            loss += weight * float(metrics["train-loss"])
+            if pid in victims:
+                recorded.append(self.recorder.record(self._view(server_round, pid, received, metrics)))
+            del received
+        aggregated = mean.result()
+        if fedsgd:  # clients sent gradients: the server takes the SGD step
+            aggregated = {**apply_gradient(self._sent, aggregated, self.config.training.lr),
+                          **{k: v for k, v in aggregated.items() if k not in self.param_names}}
+        aggregated = {k: aggregated[k] for k in self._sent}
+        self.round_info[server_round].update(
+            train_loss=loss / mean.total, clients=len(valid), failures=len(errors),
+            partitions=sorted(pids), recorded=[r["partition_id"] for r in recorded], victims=recorded,
+        )
+        return ArrayRecord(aggregated), MetricRecord({"train-loss": loss / mean.total, "clients": len(valid)})
+
+    def _view(self, server_round: int, pid: int, received: Tensors, metrics: Any) -> RecordedUpdate:
+        """The server's view of one reply: gradient or ``w_client - w_global``, and buffers."""
+        params = {k: received[k] for k in self.param_names}
+        buffers = {k: v for k, v in received.items() if k not in params}
+        if self.config.training.algorithm == "fedsgd":
+            kind, update = "gradient", params
+        else:
+            kind, update = "delta", {k: v - self._sent[k] for k, v in params.items()}
+        t = self.config.training
+        return RecordedUpdate(
+            server_round=server_round, partition_id=pid, kind=kind,
+            global_state={k: v.clone() for k, v in self._sent.items()}, update=update, buffers=buffers,
+            num_examples=int(metrics["num-examples"]),
+            metadata={
+                "algorithm": t.algorithm, "lr": t.lr, "local_epochs": t.local_epochs, "local_steps": t.local_steps,
+                "batch_size": t.batch_size, "momentum": t.momentum, "weight_decay": t.weight_decay,
+                "drop_last": t.drop_last, "model": self.config.model.model_dump(),
+                "dataset": self.config.data.dataset, "defenses": [d.model_dump() for d in self.config.defenses],
+            },
+        )

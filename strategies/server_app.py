@@ -1,0 +1,131 @@
+"""The ServerApp: honest aggregation, recording of victims, evaluation, reports.
+
+``flwr run .`` reads the config from the run config (``[tool.flwr.app.config]``
+plus ``--run-config`` overrides, optionally a YAML file named by ``config``);
+``fl-privacy run`` calls ``run_federation`` with a config it loaded itself.
+"""
+
+from __future__ import annotations
+
+import time
+from logging import INFO
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.common import log
+from flwr.serverapp import Grid, ServerApp
+
+from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config
+from fl_privacy.evaluation import evaluate_model
+from fl_privacy.recording import UpdateRecorder
+from fl_privacy.reporting import RunDirectory, write_summary
+from fl_privacy.run_setup import load_split, prepare, resolve_device
+from fl_privacy.training import batch_schedule
+from strategies.curious_fedavg import CuriousFedAvg
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    config = from_run_config(context.run_config)
+    run_federation(grid, config)
+
+
+def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None) -> RunDirectory:
+    """Run all rounds on ``grid`` and leave a run directory with records and a summary."""
+    if config.resources.threads:
+        torch.set_num_threads(config.resources.threads)
+    setup = prepare(config)  # fails fast on bad data/partition/model settings
+    _check_nodes(grid, config)
+    run = RunDirectory.create(config, out)
+    log(INFO, "fl-privacy: run directory %s", run.root)
+    device = resolve_device(config.resources.device)
+    model = setup.new_model()
+    param_names = [name for name, _ in model.named_parameters()]
+    test = load_split(config, "test")
+    test_idx = np.arange(len(test))
+    if config.evaluation.test_samples:
+        test_idx = np.random.default_rng([config.seed, 7]).permutation(len(test))[: config.evaluation.test_samples]
+
+    def ground_truth(server_round: int, pid: int) -> dict[str, Any]:
+        steps = batch_schedule(setup.partitions[pid], config.training, config.seed, server_round, pid)
+        return {"round": server_round, "partition_id": pid, "steps": [s.tolist() for s in steps],
+                "labels": [setup.train.labels[s].tolist() for s in steps]}
+
+    recorder = UpdateRecorder(config, run, ground_truth, attack=None)
+    strategy = CuriousFedAvg(config, recorder, param_names)
+    started = time.time()
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        info = strategy.round_info.get(server_round, {})
+        record: dict[str, Any] = {"round": server_round}
+        every = config.evaluation.every
+        if every and server_round % every == 0 or server_round == config.federation.rounds:
+            model.load_state_dict(arrays.to_torch_state_dict())
+            record.update(evaluate_model(model, test, test_idx, config.evaluation.batch_size,
+                                         config.data.normalize, device))
+        if server_round:
+            record.update({k: info.get(k) for k in ("train_loss", "clients", "failures", "partitions", "recorded")})
+            record["round_seconds"] = time.time() - info.get("started", started)
+            record["victims"] = info.get("victims", [])
+        record["elapsed_seconds"] = time.time() - started
+        run.append_jsonl("rounds.jsonl", record)
+        write_summary(run, f"Run {config.name}", _notes(config, run))
+        log(INFO, "fl-privacy: %s", _round_line(record))
+        metrics = {k: float(v) for k, v in record.items() if k.startswith("test_")}
+        return MetricRecord(metrics) if metrics else None
+
+    strategy.start(
+        grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=config.federation.rounds,
+        timeout=config.federation.round_timeout,
+        evaluate_fn=evaluate,
+    )
+    run.write_json("final.json", {"finished": True, "seconds": time.time() - started})
+    log(INFO, "fl-privacy: finished in %.1f s; summary at %s", time.time() - started, run.root / "summary.md")
+    return run
+
+
+def _check_nodes(grid: Grid, config: ExperimentConfig, wait: float = 60.0) -> None:
+    """Partition ids come from the SuperNodes' node config: their number must equal num_clients."""
+    want = config.federation.num_clients
+    deadline = time.time() + wait
+    while len(nodes := list(grid.get_node_ids())) < want and time.time() < deadline:
+        time.sleep(0.5)
+    if len(nodes) != want:
+        raise ConfigError(
+            f"federation.num_clients={want} but {len(nodes)} SuperNodes are connected: run "
+            f"`flwr run . --federation-config \"num-supernodes={want}\"` or set federation.num_clients={len(nodes)}"
+        )
+
+
+def _round_line(record: dict[str, Any]) -> str:
+    parts = [f"round {record['round']}"]
+    if "test_accuracy" in record:
+        parts.append(f"test accuracy {record['test_accuracy']:.4f} (loss {record['test_loss']:.4f})")
+    if record.get("train_loss") is not None:
+        parts.append(f"train loss {record['train_loss']:.4f}")
+    if record.get("recorded"):
+        parts.append(f"recorded victims {record['recorded']}")
+    if "round_seconds" in record:
+        parts.append(f"{record['round_seconds']:.1f} s")
+    return ", ".join(parts)
+
+
+def _notes(config: ExperimentConfig, run: RunDirectory) -> list[str]:
+    d, t, f = config.data, config.training, config.federation
+    part = {"iid": "IID", "dirichlet": f"Dirichlet(alpha={d.alpha})", "classes": f"{d.classes_per_client} classes per client"}
+    defenses = ", ".join(s.name for s in config.defenses) or "none"
+    return [
+        f"- data: {d.dataset}, {f.num_clients} clients, {part[d.partition]}",
+        f"- model: {config.model.name} {config.model.options() or ''}".rstrip(),
+        f"- training: {t.algorithm}, lr {t.lr}, batch {t.batch_size}, "
+        + (f"{t.local_epochs} epoch(s)" if t.algorithm == "fedavg" else "one gradient")
+        + f", {f.rounds} rounds, seed {config.seed}",
+        f"- defenses: {defenses}; attack: {config.attack.name} on rounds {config.attack.rounds}",
+        f"- run directory: `{run.root}`",
+    ]
+
+
