@@ -16,7 +16,7 @@ from fl_privacy.config import ExperimentConfig
 from fl_privacy.defenses import DefenseContext, build_pipeline
 from fl_privacy.run_setup import cached_setup, resolve_device
 from fl_privacy.training import local_update
-from strategies.curious_fedavg import CONFIG_KEY
+from strategies.curious_fedavg import CONFIG_KEY, PARTITION_KEY
 
 STATE_KEY = "fl-privacy-defense-state"
 
@@ -30,17 +30,25 @@ def _config(text: str) -> ExperimentConfig:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    text = str(msg.content["config"][CONFIG_KEY])
+    received = msg.content["config"]
+    text = str(received[CONFIG_KEY])
     config = _config(text)
-    pid = int(context.node_config["partition-id"])
-    num = int(context.node_config["num-partitions"])
-    if num != config.federation.num_clients:
-        raise ValueError(
-            f"this federation has {num} SuperNodes but federation.num_clients={config.federation.num_clients}"
-        )
-    server_round = int(msg.content["config"]["server-round"])
+    pid = client_partition(context.node_config, received.get(PARTITION_KEY), config.federation.num_clients)
+    server_round = int(received["server-round"])
     reply = train_client(config, text, pid, server_round, msg.content["arrays"], context.state)
     return Message(content=reply, reply_to=msg)
+
+
+def client_partition(node_config: dict, assigned: int | None, num_clients: int) -> int:
+    """The partition this message trains: the node's own, or one it hosts (client ``p`` on node ``p mod N``)."""
+    node, nodes = int(node_config["partition-id"]), int(node_config["num-partitions"])
+    if assigned is None:
+        if nodes != num_clients:
+            raise ValueError(f"{nodes} SuperNodes but federation.num_clients={num_clients} and no partition assigned")
+        return node
+    if int(assigned) % nodes != node:
+        raise ValueError(f"client {assigned} is hosted by node {int(assigned) % nodes}, not by node {node}")
+    return int(assigned)
 
 
 def train_client(
@@ -84,11 +92,12 @@ def _defend(pipeline, update, result, model, global_state, setup, config, pid, s
     used = np.unique(np.concatenate(result.steps))
     inputs, labels = setup.train.batch(used, normalize=config.data.normalize, device=device)
     generator = torch.Generator().manual_seed(hash((config.seed, server_round, pid)) % (2**63))
-    saved = state.get(STATE_KEY)
+    key = f"{STATE_KEY}/{pid}"  # a node may host several clients: state per client
+    saved = state.get(key)
     persistent = saved.to_torch_state_dict() if isinstance(saved, ArrayRecord) else {}
     kind = "gradient" if result.kind == "gradient" else "delta"
     ctx = DefenseContext(kind=kind, model=model, inputs=inputs, labels=labels, generator=generator, state=persistent)
     update = pipeline(update, ctx)
     if persistent:
-        state[STATE_KEY] = ArrayRecord({k: v.detach().cpu() for k, v in persistent.items()})
+        state[key] = ArrayRecord({k: v.detach().cpu() for k, v in persistent.items()})
     return update

@@ -224,23 +224,22 @@ def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 CONFIG_KEYS: tuple[str, ...] = tuple(_all_keys(ExperimentConfig))
 
 
-def _suggest(key: str) -> str:
-    close = difflib.get_close_matches(key, CONFIG_KEYS, n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
+def _allowed_at(prefix: str) -> list[str]:
+    """Names valid right after ``prefix`` (keys and section names)."""
+    return sorted({k[len(prefix):].split(".")[0] for k in CONFIG_KEYS if k.startswith(prefix)})
 
 
 def _check_known(data: Mapping[str, Any], prefix: str = "") -> None:
     """Unknown keys, with a suggestion, before pydantic's generic messages."""
+    allowed = _allowed_at(prefix)
     for key, value in data.items():
         full = f"{prefix}{key}"
-        if full == "defenses":
-            continue
-        if isinstance(value, Mapping) and any(k.startswith(full + ".") for k in CONFIG_KEYS):
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{full}'{hint} (allowed here: {', '.join(allowed)})")
+        if isinstance(value, Mapping) and full != "defenses" and full not in CONFIG_KEYS:
             _check_known(value, full + ".")
-        elif full not in CONFIG_KEYS:
-            section = full.rsplit(".", 1)[0] + "." if "." in full else ""
-            allowed = sorted(k[len(section):] for k in CONFIG_KEYS if k.startswith(section) and "." not in k[len(section):])
-            raise ConfigError(f"unknown config key '{full}'{_suggest(full)} (allowed here: {', '.join(allowed)})")
 
 
 def _format_error(err: ValidationError) -> str:

@@ -67,7 +67,7 @@ def sgd_steps(
     w.r.t. the inputs of every batch (known-schedule gradient inversion).
     """
     names = list(params)
-    current = {k: v if create_graph else v.detach().requires_grad_(True) for k, v in params.items()}
+    current = {k: v if create_graph and v.requires_grad else v.detach().requires_grad_(True) for k, v in params.items()}
     velocity: Tensors = {}
     losses = []
     for x, y in batches:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -24,6 +25,8 @@ from fl_privacy.training import apply_gradient
 
 Tensors = dict[str, torch.Tensor]
 CONFIG_KEY = "fl-privacy-config"
+PARTITION_KEY = "partition-id"
+"""Set in a train message when SuperNodes host several clients: the partition to train."""
 
 
 def _no_metric_average(records: list, weighted_by_key: str) -> MetricRecord:  # noqa: ARG001
@@ -38,7 +41,7 @@ class CuriousFedAvg(FedAvg):
         fed = config.federation
         super().__init__(
             fraction_train=fed.fraction_train, fraction_evaluate=0.0, min_train_nodes=fed.min_train_clients,
-            min_evaluate_nodes=0, min_available_nodes=fed.num_clients, train_metrics_aggr_fn=_no_metric_average,
+            min_evaluate_nodes=0, min_available_nodes=1, train_metrics_aggr_fn=_no_metric_average,
         )
         self.config, self.recorder = config, recorder
         self.param_names = param_names
@@ -51,7 +54,31 @@ class CuriousFedAvg(FedAvg):
         self._sent = arrays.to_torch_state_dict()  # the global model exactly as sent
         self.round_info[server_round] = {"started": time.time()}
         config[CONFIG_KEY] = self.config.to_json()  # clients read the run's resolved config from here
-        return super().configure_train(server_round, arrays, config, grid)
+        config["server-round"] = server_round
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) == self.config.federation.num_clients:  # one SuperNode per client: Flower's own sampling
+            return super().configure_train(server_round, arrays, config, grid)
+        return self._virtual_clients(server_round, arrays, config, nodes)
+
+    def _virtual_clients(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, nodes: list[int]
+    ) -> list[Message]:
+        """More clients than SuperNodes: client ``p`` trains on node ``p mod N`` (seeded sampling).
+
+        Each message names the partition it must train; a node hosts the same
+        clients every round, so client state (error feedback) stays on one node.
+        """
+        fed = self.config.federation
+        count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
+        rng = np.random.default_rng([self.config.seed, server_round])
+        chosen = sorted(int(p) for p in rng.choice(fed.num_clients, size=count, replace=False))
+        log(INFO, "configure_train: %d of %d clients on %d SuperNodes", count, fed.num_clients, len(nodes))
+        messages = []
+        for pid in chosen:
+            per_client = ConfigRecord({**dict(config), PARTITION_KEY: pid})
+            content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: per_client})
+            messages.append(Message(content, nodes[pid % len(nodes)], MessageType.TRAIN))
+        return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -88,17 +88,25 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
     return run
 
 
-def _check_nodes(grid: Grid, config: ExperimentConfig, wait: float = 60.0) -> None:
-    """Partition ids come from the SuperNodes' node config: their number must equal num_clients."""
+def _check_nodes(grid: Grid, config: ExperimentConfig, wait: float = 30.0, settle: float = 3.0) -> int:
+    """Wait until every client has a SuperNode, or until the node count has not changed for ``settle`` s.
+
+    With fewer nodes than clients, each node hosts several clients (client p trains on node p mod N).
+    """
     want = config.federation.num_clients
-    deadline = time.time() + wait
-    while len(nodes := list(grid.get_node_ids())) < want and time.time() < deadline:
-        time.sleep(0.5)
-    if len(nodes) != want:
-        raise ConfigError(
-            f"federation.num_clients={want} but {len(nodes)} SuperNodes are connected: run "
-            f"`flwr run . --federation-config \"num-supernodes={want}\"` or set federation.num_clients={len(nodes)}"
-        )
+    deadline, last_change, count = time.time() + wait, time.time(), 0
+    while time.time() < deadline:
+        now = len(list(grid.get_node_ids()))
+        if now != count:
+            count, last_change = now, time.time()
+        if count >= want or (count and time.time() - last_change >= settle):
+            break
+        time.sleep(0.2)
+    if not count:
+        raise ConfigError("no SuperNode connected: start the simulation with num-supernodes >= 1")
+    if count != want:
+        log(INFO, "fl-privacy: %d clients on %d SuperNodes (client p trains on node p mod %d)", want, count, count)
+    return count
 
 
 def _round_line(record: dict[str, Any]) -> str:

@@ -1,0 +1,139 @@
+"""``fl-privacy``: everything that is not a single ``flwr run``.
+
+    fl-privacy run CONFIG.yaml [--set key=value ...] [--out DIR] [--backend inprocess|ray]
+    fl-privacy validate CONFIG.yaml [--set key=value ...]
+    fl-privacy doctor
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+from fl_privacy.config import ConfigError, ExperimentConfig, load_config
+
+
+def _load(args: argparse.Namespace) -> ExperimentConfig:
+    return load_config(args.config, list(args.set or []))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate the config and the setup it implies (data present, batch sizes fit) without training."""
+    import yaml
+
+    from fl_privacy.run_setup import prepare
+
+    config = _load(args)
+    setup = prepare(config)
+    sizes = [len(p) for p in setup.partitions]
+    print(yaml.safe_dump(config.model_dump(), sort_keys=False), end="")
+    print(f"# ok: {config.data.dataset} train split with {len(setup.train)} samples, "
+          f"{len(sizes)} clients holding {min(sizes)}..{max(sizes)} samples")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a whole simulation from a YAML config; prints where the run directory is."""
+    config = _load(args)
+    from fl_privacy.run_setup import prepare
+
+    prepare(config)  # fail fast, before any worker starts
+    if args.backend == "inprocess":
+        from clients.client_app import app as client_app
+        from fl_privacy.inprocess import InProcessGrid
+        from strategies.server_app import run_federation
+
+        nodes = args.supernodes or config.federation.num_clients
+        run = run_federation(InProcessGrid(client_app, nodes), config, args.out)
+        print(f"run directory: {run.root}")
+        return 0
+    return _run_ray(config, args)
+
+
+def _run_ray(config: ExperimentConfig, args: argparse.Namespace) -> int:
+    """Flower's Simulation Engine (Ray) in this process: clients run in parallel actors."""
+    import warnings
+
+    from flwr.serverapp import ServerApp
+    from flwr.simulation import run_simulation
+
+    from clients.client_app import app as client_app
+    from strategies.server_app import run_federation
+
+    runs: list = []
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid, context) -> None:  # noqa: ANN001, ARG001
+        runs.append(run_federation(grid, config, args.out))
+
+    res = config.resources
+    backend_config = {
+        "client_resources": {"num_cpus": res.client_cpus, "num_gpus": res.client_gpus},
+        "init_args": {"logging_level": "ERROR", "log_to_driver": False},
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_simulation(server_app=server_app, client_app=client_app,
+                       num_supernodes=args.supernodes or config.federation.num_clients,
+                       backend_config=backend_config)
+    if not runs or not (runs[0].root / "final.json").exists():
+        print("the simulation did not finish; see the log above", file=sys.stderr)
+        return 1
+    print(f"run directory: {runs[0].root}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:  # noqa: ARG001
+    """Say which datasets, devices and optional weights this machine has."""
+    from fl_privacy.doctor import report
+
+    print(report())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fl-privacy", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", nargs="?", help="YAML experiment file (defaults apply when omitted)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set training.lr=0.1 (repeatable)")
+
+    run = sub.add_parser("run", help="run a simulation defined by a YAML config")
+    with_config(run)
+    run.add_argument("--out", help="run directory (default: <out_dir>/<name>-<timestamp>)")
+    run.add_argument("--backend", choices=("inprocess", "ray"), default="inprocess",
+                     help="inprocess: clients one after another in this process (fast for small studies); "
+                          "ray: Flower's Simulation Engine with parallel client actors (resources.* apply)")
+    run.add_argument("--supernodes", type=int, default=0,
+                     help="number of SuperNodes (default: one per client); fewer nodes host several clients")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser("validate", help="check a config and its data without training")
+    with_config(validate)
+    validate.set_defaults(func=cmd_validate)
+
+    doctor = sub.add_parser("doctor", help="show available datasets, devices and optional weights")
+    doctor.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("FLWR_LOG_LEVEL", "WARNING")
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
