@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from fl_privacy.config import ConfigError, ExperimentConfig, load_config
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -63,7 +64,7 @@ class DataConfig(_Section):
     _empty = field_validator("data_dir", "path", mode="before")(_none_if_empty)
 
     @model_validator(mode="after")
-    def _path_needed(self) -> "DataConfig":
+    def _path_needed(self) -> DataConfig:
         if self.dataset in ("imagefolder", "npz") and not self.path:
             raise ValueError(f"data.path is required for dataset '{self.dataset}' (the archive/folder/.npz to read)")
         return self
@@ -184,7 +185,7 @@ class ExperimentConfig(_Section):
         return value
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "ExperimentConfig":
+    def _cross_checks(self) -> ExperimentConfig:
         fed = self.federation
         if fed.min_train_clients > fed.num_clients:
             raise ValueError(
@@ -203,7 +204,7 @@ class ExperimentConfig(_Section):
         return self.model_dump_json()
 
     @classmethod
-    def from_json(cls, text: str) -> "ExperimentConfig":
+    def from_json(cls, text: str) -> ExperimentConfig:
         return cls.model_validate(json.loads(text))
 
 

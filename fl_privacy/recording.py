@@ -8,9 +8,10 @@ file that attacks never read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -43,7 +44,7 @@ class RecordedUpdate:
         torch.save(asdict(self), path)
 
     @classmethod
-    def load(cls, path: Path) -> "RecordedUpdate":
+    def load(cls, path: Path) -> RecordedUpdate:
         return cls(**torch.load(path, weights_only=True))
 
 

@@ -8,7 +8,9 @@ updates through the ``UpdateRecorder`` and forgets the rest.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from logging import INFO
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,7 +18,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
-from logging import INFO
 
 from fl_privacy.aggregation import WeightedMean
 from fl_privacy.config import ExperimentConfig

@@ -56,7 +56,7 @@ class RunDirectory:
         self.root.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def create(cls, config: ExperimentConfig, out: str | os.PathLike | None = None) -> "RunDirectory":
+    def create(cls, config: ExperimentConfig, out: str | os.PathLike | None = None) -> RunDirectory:
         """``out`` as given, else ``<out_dir>/<name>-<timestamp>`` (``out_dir`` relative to
         $FL_PRIVACY_RUNS_DIR when set, else to the working directory)."""
         if out is None:
