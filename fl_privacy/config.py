@@ -131,14 +131,54 @@ class DefenseSpec(_Section):
     name: str
 
 
+class ThreatConfig(_Section):
+    """What the curious server knows beyond the update (SoK threat-model levels)."""
+
+    num_examples: bool = Field(default=True, description="Basic information: the number of samples.")
+    labels: bool = Field(default=False, description="The victim's labels are known (else inferred).")
+    schedule: bool = Field(default=False, description="Client training details: lr, mini-batch partition and "
+                           "order (the known batch schedule of FedAvg).")
+    bn_statistics: bool = Field(default=False, description="The victim batch's BatchNorm statistics.")
+
+
+class GIAOptions(_Section):
+    """Overrides of the attack preset; unset (None) keeps the preset's value."""
+
+    objective: Literal["l2", "cosine", "scaled_l2"] | None = None
+    layer_weights: Literal["uniform", "linear"] | None = None
+    optimizer: Literal["adam", "lbfgs"] | None = None
+    signed: bool | None = None
+    lr: float | None = Field(default=None, gt=0)
+    iterations: int | None = Field(default=None, ge=1)
+    lr_schedule: Literal["none", "steps", "cosine"] | None = None
+    boxed: bool | None = None
+    tv: float | None = Field(default=None, ge=0)
+    l2: float | None = Field(default=None, ge=0)
+    bn: float | None = Field(default=None, ge=0)
+    init: Literal["randn", "uniform", "zeros"] | None = None
+    restarts: int | None = Field(default=None, ge=1)
+    labels: Literal["known", "infer", "joint"] | None = None
+    label_method: Literal["idlg", "yin", "llg", "llg+"] | None = None
+    model_mode: Literal["train", "eval"] | None = None
+
+    _empty = field_validator("*", mode="before")(_none_if_empty)
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class AttackConfig(_Section):
-    """What the curious server attacks: which rounds, which clients."""
+    """What the curious server attacks (which rounds, which clients), with what, knowing what."""
 
     name: str = "none"
     rounds: list[int] = Field(default_factory=lambda: [1])
     victims: int = Field(default=1, ge=0, description="Victims per attacked round (lowest partition ids first).")
     victim_ids: list[int] | None = Field(default=None, description="Attack these partition ids instead.")
     record_updates: bool = True
+    threat: ThreatConfig = Field(default_factory=ThreatConfig)
+    gia: GIAOptions = Field(default_factory=GIAOptions)
+    max_images: int = Field(default=64, ge=1, description="Refuse to attack updates computed on more samples.")
+    progress: bool = True
 
     _rounds = field_validator("rounds", mode="before")(_int_list)
 
@@ -373,3 +413,21 @@ def _check_registries(config: ExperimentConfig) -> None:
 def _close(name: str, choices: tuple[str, ...]) -> str:
     close = difflib.get_close_matches(name, choices, n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def run_config_toml() -> str:
+    """The ``[tool.flwr.app.config]`` table for pyproject.toml (``python -m fl_privacy.config``)."""
+    lines = ["[tool.flwr.app.config]", 'config = ""']
+    for key, value in default_flat().items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = json.dumps(value)
+        else:
+            text = repr(value)
+        lines.append(f"{key} = {text}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(run_config_toml(), end="")

@@ -47,6 +47,31 @@ class RecordedUpdate:
     def load(cls, path: Path) -> RecordedUpdate:
         return cls(**torch.load(path, weights_only=True))
 
+    @classmethod
+    def from_reply(
+        cls, config: ExperimentConfig, server_round: int, partition_id: int, sent: Tensors, received: Tensors,
+        param_names: list[str], num_examples: int,
+    ) -> RecordedUpdate:
+        """The server's view of one reply: the gradient or ``w_client - w_global``, and the buffers."""
+        params = {k: received[k] for k in param_names}
+        buffers = {k: v for k, v in received.items() if k not in params}
+        if config.training.algorithm == "fedsgd":
+            kind, update = "gradient", params
+        else:
+            kind, update = "delta", {k: v - sent[k] for k, v in params.items()}
+        t = config.training
+        return cls(
+            server_round=server_round, partition_id=partition_id, kind=kind,
+            global_state={k: v.clone() for k, v in sent.items()}, update=update, buffers=buffers,
+            num_examples=num_examples,
+            metadata={
+                "algorithm": t.algorithm, "lr": t.lr, "local_epochs": t.local_epochs, "local_steps": t.local_steps,
+                "batch_size": t.batch_size, "momentum": t.momentum, "weight_decay": t.weight_decay,
+                "drop_last": t.drop_last, "model": config.model.model_dump(), "dataset": config.data.dataset,
+                "defenses": [d.model_dump() for d in config.defenses],
+            },
+        )
+
 
 AttackHook = Callable[[RecordedUpdate], "dict[str, Any] | None"]
 GroundTruthFn = Callable[[int, int], dict[str, Any]]

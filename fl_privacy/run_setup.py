@@ -59,7 +59,40 @@ def prepare(config: ExperimentConfig) -> RunSetup:
             f"change data.partition / data.alpha / data.samples_per_client"
         )
     build_model_for(config, train)  # fails fast when the model does not fit the images
+    _check_attack_size(config, partitions)
     return RunSetup(config, train, partitions)
+
+
+def images_per_update(config: ExperimentConfig, partition_size: int) -> int:
+    """How many distinct samples one client update is computed on."""
+    t = config.training
+    if t.algorithm == "fedsgd":
+        return t.batch_size
+    if t.local_steps:
+        return min(partition_size, t.local_steps * t.batch_size)
+    return partition_size
+
+
+def _check_attack_size(config: ExperimentConfig, partitions: tuple[np.ndarray, ...]) -> None:
+    """An attack on thousands of images would run for days: refuse before round 1."""
+    if config.attack.name == "none":
+        return
+    victims = config.attack.victim_ids if config.attack.victim_ids is not None else range(len(partitions))
+    worst = max((images_per_update(config, len(partitions[v])), v) for v in victims)
+    if worst[0] > config.attack.max_images:
+        raise ConfigError(
+            f"attack '{config.attack.name}' would reconstruct {worst[0]} images from client {worst[1]}'s update, "
+            f"more than attack.max_images={config.attack.max_images}: use FedSGD with a small training.batch_size, "
+            f"set data.samples_per_client or training.local_steps, or raise attack.max_images"
+        )
+
+
+def victim_steps(setup: "RunSetup", server_round: int, partition_id: int) -> list[np.ndarray]:
+    """The dataset indices of each local step of a client in a round (evaluator side)."""
+    from fl_privacy.training import batch_schedule
+
+    c = setup.config
+    return batch_schedule(setup.partitions[partition_id], c.training, c.seed, server_round, partition_id)
 
 
 @lru_cache(maxsize=2)

@@ -98,7 +98,8 @@ class CuriousFedAvg(FedAvg):
             mean.add(received, weight)
             loss += weight * float(metrics["train-loss"])
             if pid in victims:
-                recorded.append(self.recorder.record(self._view(server_round, pid, received, metrics)))
+                recorded.append(self.recorder.record(RecordedUpdate.from_reply(
+                    self.config, server_round, pid, self._sent, received, self.param_names, int(weight))))
             del received
         aggregated = mean.result()
         if fedsgd:  # clients sent gradients: the server takes the SGD step
@@ -110,24 +111,3 @@ class CuriousFedAvg(FedAvg):
             partitions=sorted(pids), recorded=[r["partition_id"] for r in recorded], victims=recorded,
         )
         return ArrayRecord(aggregated), MetricRecord({"train-loss": loss / mean.total, "clients": len(valid)})
-
-    def _view(self, server_round: int, pid: int, received: Tensors, metrics: Any) -> RecordedUpdate:
-        """The server's view of one reply: gradient or ``w_client - w_global``, and buffers."""
-        params = {k: received[k] for k in self.param_names}
-        buffers = {k: v for k, v in received.items() if k not in params}
-        if self.config.training.algorithm == "fedsgd":
-            kind, update = "gradient", params
-        else:
-            kind, update = "delta", {k: v - self._sent[k] for k, v in params.items()}
-        t = self.config.training
-        return RecordedUpdate(
-            server_round=server_round, partition_id=pid, kind=kind,
-            global_state={k: v.clone() for k, v in self._sent.items()}, update=update, buffers=buffers,
-            num_examples=int(metrics["num-examples"]),
-            metadata={
-                "algorithm": t.algorithm, "lr": t.lr, "local_epochs": t.local_epochs, "local_steps": t.local_steps,
-                "batch_size": t.batch_size, "momentum": t.momentum, "weight_decay": t.weight_decay,
-                "drop_last": t.drop_last, "model": self.config.model.model_dump(),
-                "dataset": self.config.data.dataset, "defenses": [d.model_dump() for d in self.config.defenses],
-            },
-        )

@@ -19,10 +19,9 @@ from flwr.serverapp import Grid, ServerApp
 
 from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config
 from fl_privacy.evaluation import evaluate_model
-from fl_privacy.recording import UpdateRecorder
+from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
 from fl_privacy.reporting import RunDirectory, write_summary
-from fl_privacy.run_setup import load_split, prepare, resolve_device
-from fl_privacy.training import batch_schedule
+from fl_privacy.run_setup import RunSetup, load_split, prepare, resolve_device, victim_steps
 from strategies.curious_fedavg import CuriousFedAvg
 
 app = ServerApp()
@@ -51,11 +50,11 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
         test_idx = np.random.default_rng([config.seed, 7]).permutation(len(test))[: config.evaluation.test_samples]
 
     def ground_truth(server_round: int, pid: int) -> dict[str, Any]:
-        steps = batch_schedule(setup.partitions[pid], config.training, config.seed, server_round, pid)
+        steps = victim_steps(setup, server_round, pid)
         return {"round": server_round, "partition_id": pid, "steps": [s.tolist() for s in steps],
                 "labels": [setup.train.labels[s].tolist() for s in steps]}
 
-    recorder = UpdateRecorder(config, run, ground_truth, attack=None)
+    recorder = UpdateRecorder(config, run, ground_truth, attack=_attack_hook(setup, run, device))
     strategy = CuriousFedAvg(config, recorder, param_names)
     started = time.time()
 
@@ -71,6 +70,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
             record.update({k: info.get(k) for k in ("train_loss", "clients", "failures", "partitions", "recorded")})
             record["round_seconds"] = time.time() - info.get("started", started)
             record["victims"] = info.get("victims", [])
+            record.update(_attack_means(record["victims"]))
         record["elapsed_seconds"] = time.time() - started
         run.append_jsonl("rounds.jsonl", record)
         write_summary(run, f"Run {config.name}", _notes(config, run))
@@ -86,6 +86,42 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
     run.write_json("final.json", {"finished": True, "seconds": time.time() - started})
     log(INFO, "fl-privacy: finished in %.1f s; summary at %s", time.time() - started, run.root / "summary.md")
     return run
+
+
+def _attack_hook(setup: RunSetup, run: RunDirectory, device: torch.device) -> AttackHook | None:
+    """Attack each recorded victim update; the evaluator side rebuilds its ground truth."""
+    config = setup.config
+    if config.attack.name == "none":
+        return None
+    from fl_privacy.attacks.observe import VictimTruth
+    from fl_privacy.attacks.runner import attack_update
+    from fl_privacy.metrics import try_lpips
+
+    lpips = try_lpips(device=str(device))
+    if lpips is None:
+        log(INFO, "fl-privacy: LPIPS unavailable (no pretrained backbone weights here): reported as unavailable")
+
+    def hook(recorded: RecordedUpdate) -> dict[str, Any]:
+        steps = victim_steps(setup, recorded.server_round, recorded.partition_id)
+        truth = VictimTruth.from_steps(setup.train, steps, config.data.normalize)
+        outcome = attack_update(recorded, truth, setup.new_model(), setup.train, config, run.root / "attacks",
+                                device, lpips)
+        log(INFO, "fl-privacy: attack on client %d (round %d): PSNR %.2f dB, SSIM %.3f, label acc %s, %.1f s",
+            recorded.partition_id, recorded.server_round, outcome["psnr_mean"], outcome["ssim_mean"],
+            outcome["label_acc"], outcome["seconds"])
+        return outcome
+
+    return hook
+
+
+def _attack_means(victims: list[dict[str, Any]]) -> dict[str, float]:
+    """Per-round means of the attack metrics over the round's victims (``attack_psnr_mean``, ...)."""
+    out = {}
+    for key in ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc"):
+        values = [v[key] for v in victims if isinstance(v.get(key), (int, float)) and np.isfinite(v[key])]
+        if values:
+            out[f"attack_{key}"] = float(np.mean(values))
+    return out
 
 
 def _check_nodes(grid: Grid, config: ExperimentConfig, wait: float = 30.0, settle: float = 3.0) -> int:

@@ -17,6 +17,12 @@ _COLUMNS = [
     ("recorded", "recorded victims", "{}"),
     ("round_seconds", "round s", "{:.1f}"),
 ]
+_ATTACK_COLUMNS = [
+    ("attack_psnr_mean", "attack PSNR dB", "{:.2f}"),
+    ("attack_ssim_mean", "attack SSIM", "{:.3f}"),
+    ("attack_lpips_mean", "attack LPIPS", "{:.3f}"),
+    ("attack_label_acc", "label acc", "{:.2f}"),
+]
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -32,19 +38,68 @@ def write_summary(run: RunDirectory, title: str, notes: list[str] | None = None)
     records = run.read_jsonl("rounds.jsonl")
     lines = [f"# {title}", ""]
     lines += notes or []
+    columns = _COLUMNS + [c for c in _ATTACK_COLUMNS if any(c[0] in r for r in records)]
     lines += ["", "## Rounds", ""]
-    lines.append("| " + " | ".join(h for _, h, _ in _COLUMNS) + " |")
-    lines.append("|" + "---|" * len(_COLUMNS))
+    lines.append("| " + " | ".join(h for _, h, _ in columns) + " |")
+    lines.append("|" + "---|" * len(columns))
     for record in records:
-        lines.append("| " + " | ".join(_cell(record.get(k), f) for k, _, f in _COLUMNS) + " |")
+        lines.append("| " + " | ".join(_cell(record.get(k), f) for k, _, f in columns) + " |")
     plot = _plot_accuracy(run, records)
     if plot:
         lines += ["", f"![test accuracy per round]({plot.name})"]
+    lines += _victim_section(run, records)
     lines += ["", "Files: `config.yaml` (resolved config), `environment.json` (versions), `rounds.jsonl` "
               "(one record per round), `updates/` (the server's view of recorded victim updates), "
               "`ground_truth/` (the victims' sample indices, for the evaluator only)."]
     path = run.root / "summary.md"
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _victim_section(run: RunDirectory, records: list[dict[str, Any]]) -> list[str]:
+    """Per-victim attack results with their pictures, and the attack metrics over rounds."""
+    victims = [v for r in records for v in r.get("victims", []) if "psnr_mean" in v]
+    if not victims:
+        return []
+    lines = ["", "## Attacked victims", "",
+             "| round | client | images | PSNR dB | SSIM | LPIPS | label acc | iterations | s/iter | picture |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for v in victims:
+        lpips = _cell(v.get("lpips_mean"), "{:.3f}") if v.get("lpips") != "unavailable" else "unavailable"
+        lines.append(
+            f"| {v['round']} | {v['partition_id']} | {v['images']} | {_cell(v['psnr_mean'], '{:.2f}')} | "
+            f"{_cell(v['ssim_mean'], '{:.3f}')} | {lpips} | {_cell(v.get('label_acc'), '{:.2f}')} | "
+            f"{v['iterations']} | {v['seconds_per_iteration']:.3f} | [grid]({v['grid']}) |"
+        )
+    plot = _plot_attack(run, records)
+    if plot:
+        lines += ["", f"![attack quality per round]({plot.name})"]
+    return lines
+
+
+def _plot_attack(run: RunDirectory, records: list[dict[str, Any]]) -> Path | None:
+    rows = [(r["round"], r.get("attack_psnr_mean"), r.get("attack_ssim_mean")) for r in records
+            if r.get("attack_psnr_mean") is not None]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
+    rounds = [r[0] for r in rows]
+    left.plot(rounds, [r[1] for r in rows], marker="o")
+    left.set_ylabel("PSNR (dB)")
+    right.plot(rounds, [r[2] for r in rows], marker="o", color="tab:orange")
+    right.set_ylabel("SSIM")
+    for ax in (left, right):
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = run.root / "attack.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
     return path
 
 

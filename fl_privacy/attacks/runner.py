@@ -1,0 +1,78 @@
+"""Attack one recorded update and score it: the piece the curious server and ``fl-privacy attack`` share.
+
+The attack sees only the ``Observation``; the evaluator scores its output
+against ground truth (optimal assignment of reconstructions to originals), and
+writes a picture and the objective trace next to the run's other records.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fl_privacy.attacks.observe import VictimTruth, observe
+from fl_privacy.config import ConfigError, ExperimentConfig
+from fl_privacy.data import ImageData
+from fl_privacy.recording import RecordedUpdate
+from fl_privacy.reporting.images import save_comparison_grid, save_trace
+
+ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc")
+
+
+def gia_config(config: ExperimentConfig):  # noqa: ANN201
+    """The preset named by ``attack.name`` with ``attack.gia.*`` overrides and the run's seed."""
+    from fl_privacy.attacks.gia import preset
+
+    try:
+        return preset(config.attack.name, seed=config.seed, **config.attack.gia.overrides())
+    except ValueError as err:
+        raise ConfigError(f"attack: {err}") from None
+
+
+def attack_update(
+    recorded: RecordedUpdate,
+    truth: VictimTruth,
+    model: torch.nn.Module,
+    data: ImageData,
+    config: ExperimentConfig,
+    out_dir: Path,
+    device: torch.device | str = "cpu",
+    lpips_metric: Any = None,
+) -> dict[str, Any]:
+    """Reconstruct, score, and save ``<out_dir>/round_RRR_client_PPPP.png`` and its trace."""
+    from fl_privacy.attacks.gia import reconstruct
+    from fl_privacy.metrics import score_reconstruction
+
+    if len(truth.indices) > config.attack.max_images:
+        raise ConfigError(
+            f"the update of client {recorded.partition_id} was computed on {len(truth.indices)} samples, more than "
+            f"attack.max_images={config.attack.max_images}: cap data.samples_per_client or training.local_steps"
+        )
+    obs = observe(recorded, model, data, config, truth)
+    cfg = gia_config(config)
+    started = time.time()
+    result = reconstruct(obs, cfg, device=device, progress=config.attack.progress)
+    recon = obs.to_pixels(result.images.detach().cpu())
+    originals = obs.to_pixels(truth.images.cpu())
+    scores = score_reconstruction(recon, originals, result.labels.cpu(), truth.labels.cpu(), lpips=lpips_metric)
+    perm = np.asarray(scores["perm"])
+    stem = f"round_{recorded.server_round:03d}_client_{recorded.partition_id:04d}"
+    captions = [f"{p:.1f} dB" for p in scores["psnr"]]
+    grid = save_comparison_grid(originals, recon[perm], out_dir / f"{stem}.png", captions)
+    trace = save_trace(result.trace, out_dir / f"{stem}_trace.png")
+    return {
+        "attack": config.attack.name,
+        "images": len(truth.indices),
+        **{k: scores.get(k) for k in ATTACK_METRICS},
+        "lpips": "unavailable" if lpips_metric is None else "alex",
+        "psnr": scores["psnr"], "ssim": scores["ssim"],
+        "labels_true": truth.labels.tolist(), "labels_used": result.labels.cpu().tolist(),
+        "objective": result.objective, "iterations": result.iterations,
+        "seconds": time.time() - started, "seconds_per_iteration": result.seconds_per_iteration,
+        "restarts": len(result.restart_objectives),
+        "grid": str(grid.relative_to(out_dir.parent)), "trace": str(trace.relative_to(out_dir.parent)),
+    }
