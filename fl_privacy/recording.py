@@ -92,15 +92,19 @@ class UpdateRecorder:
         self.attack = attack
         self._chosen: set[int] = set()
 
-    def choose_victims(self, server_round: int, partition_ids: list[int]) -> set[int]:
-        """Victims of this round among the clients that replied (none outside ``attack.rounds``)."""
+    def wants(self, server_round: int, partition_id: int) -> bool:
+        """Could this reply be a victim of this round? (None outside ``attack.rounds``.)"""
         cfg = self.config.attack
         if server_round not in cfg.rounds or not cfg.record_updates:
-            return set()
-        ordered = sorted(partition_ids)
-        if cfg.victim_ids is not None:
-            return {pid for pid in ordered if pid in cfg.victim_ids}
-        return set(ordered[: cfg.victims])
+            return False
+        return cfg.victim_ids is None or partition_id in cfg.victim_ids
+
+    def keep_lowest(self, server_round: int, candidates: dict[int, Any]) -> dict[int, Any]:
+        """With ``attack.victims = k`` (no explicit ids), keep the k lowest partition ids seen so far."""
+        if self.config.attack.victim_ids is not None:
+            return candidates
+        keep = sorted(candidates)[: self.config.attack.victims]
+        return {pid: candidates[pid] for pid in keep}
 
     def record(self, recorded: RecordedUpdate) -> dict[str, Any]:
         """Store one victim's update and its ground truth; run the attack hook on it."""

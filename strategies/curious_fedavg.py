@@ -84,30 +84,47 @@ class CuriousFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid, errors = self._check_and_log_replies(list(replies), is_train=True)
-        if not valid:
-            return None, None
-        pids = [int(m.content["metrics"]["partition-id"]) for m in valid]
-        victims = self.recorder.choose_victims(server_round, pids)
-        fedsgd = self.config.training.algorithm == "fedsgd"
-        mean, loss, recorded = WeightedMean(), 0.0, []
-        for message, pid in zip(valid, pids):
+        """Fold replies into a running weighted mean one at a time (``replies`` may be a stream).
+
+        Victim candidates (at most ``attack.victims`` of them, lowest partition ids
+        first) are the only updates kept until the stream ends.
+        """
+        mean, loss, pids, failures = WeightedMean(), 0.0, [], 0
+        candidates: dict[int, tuple[Tensors, int]] = {}
+        for message in replies:
+            if message.has_error():
+                failures += 1
+                log(INFO, "aggregate_train: error from node %d: %s", message.metadata.src_node_id,
+                    message.error.reason)
+                continue
             metrics = message.content["metrics"]
-            weight = float(metrics["num-examples"])
+            pid, weight = int(metrics["partition-id"]), float(metrics["num-examples"])
             received = message.content["arrays"].to_torch_state_dict()
+            del message
+            if received.keys() != self._sent.keys():
+                raise ValueError(f"client {pid} sent arrays whose keys differ from the global model's")
             mean.add(received, weight)
             loss += weight * float(metrics["train-loss"])
-            if pid in victims:
-                recorded.append(self.recorder.record(RecordedUpdate.from_reply(
-                    self.config, server_round, pid, self._sent, received, self.param_names, int(weight))))
-            del received
+            pids.append(pid)
+            if self.recorder.wants(server_round, pid):
+                candidates[pid] = (received, int(weight))
+                candidates = self.recorder.keep_lowest(server_round, candidates)
+        log(INFO, "aggregate_train: %d replies, %d failures", len(pids), failures)
+        if not pids:
+            return None, None
+        recorded = [
+            self.recorder.record(RecordedUpdate.from_reply(
+                self.config, server_round, pid, self._sent, received, self.param_names, weight))
+            for pid, (received, weight) in sorted(candidates.items())
+        ]
         aggregated = mean.result()
-        if fedsgd:  # clients sent gradients: the server takes the SGD step
+        if self.config.training.algorithm == "fedsgd":  # clients sent gradients: the server takes the SGD step
             aggregated = {**apply_gradient(self._sent, aggregated, self.config.training.lr),
                           **{k: v for k, v in aggregated.items() if k not in self.param_names}}
         aggregated = {k: aggregated[k] for k in self._sent}
+        train_loss = loss / mean.total
         self.round_info[server_round].update(
-            train_loss=loss / mean.total, clients=len(valid), failures=len(errors),
-            partitions=sorted(pids), recorded=[r["partition_id"] for r in recorded], victims=recorded,
+            train_loss=train_loss, clients=len(pids), failures=failures, partitions=sorted(pids),
+            recorded=[r["partition_id"] for r in recorded], victims=recorded,
         )
-        return ArrayRecord(aggregated), MetricRecord({"train-loss": loss / mean.total, "clients": len(valid)})
+        return ArrayRecord(aggregated), MetricRecord({"train-loss": train_loss, "clients": len(pids)})

@@ -23,6 +23,7 @@ from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
 from fl_privacy.reporting import RunDirectory, write_summary
 from fl_privacy.run_setup import RunSetup, load_split, prepare, resolve_device, victim_steps
 from strategies.curious_fedavg import CuriousFedAvg
+from strategies.streaming_grid import StreamingGrid
 
 app = ServerApp()
 
@@ -79,7 +80,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
         return MetricRecord(metrics) if metrics else None
 
     strategy.start(
-        grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=config.federation.rounds,
+        grid=StreamingGrid(grid), initial_arrays=ArrayRecord(model.state_dict()), num_rounds=config.federation.rounds,
         timeout=config.federation.round_timeout,
         evaluate_fn=evaluate,
     )
