@@ -1,6 +1,7 @@
 """``fl-privacy``: everything that is not a single ``flwr run``.
 
     fl-privacy run CONFIG.yaml [--set key=value ...] [--out DIR] [--backend inprocess|ray]
+    fl-privacy attack CONFIG.yaml [--set key=value ...] [--out DIR] [--split test --indices 0,1]
     fl-privacy validate CONFIG.yaml [--set key=value ...]
     fl-privacy doctor
 """
@@ -86,6 +87,24 @@ def _run_ray(config: ExperimentConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attack(args: argparse.Namespace) -> int:
+    """Build one client update from the config and attack it (no federation)."""
+    from fl_privacy.attacks.oneshot import attack_once
+    from fl_privacy.metrics import try_lpips
+    from fl_privacy.run_setup import resolve_device
+
+    config = _load(args)
+    indices = [int(i) for i in args.indices.split(",")] if args.indices else None
+    lpips = try_lpips(device=str(resolve_device(config.resources.device)))
+    run, entry = attack_once(config, args.out, args.client, args.split, indices, lpips)
+    label = "unavailable" if lpips is None else f"{entry['lpips_mean']:.3f}"
+    print(f"{config.attack.name}: PSNR {entry['psnr_mean']:.2f} dB, SSIM {entry['ssim_mean']:.3f}, "
+          f"MSE {entry['mse_mean']:.4g}, LPIPS {label}, label acc {entry['label_acc']}, "
+          f"{entry['iterations']} iterations in {entry['seconds']:.1f} s")
+    print(f"run directory: {run.root}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:  # noqa: ARG001
     """Say which datasets, devices and optional weights this machine has."""
     from fl_privacy.doctor import report
@@ -113,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--supernodes", type=int, default=0,
                      help="number of SuperNodes (default: one per client); fewer nodes host several clients")
     run.set_defaults(func=cmd_run)
+
+    attack = sub.add_parser("attack", help="build one client update and attack it (no federation)")
+    with_config(attack)
+    attack.add_argument("--out", help="run directory (default: <out_dir>/<name>-<timestamp>)")
+    attack.add_argument("--client", type=int, default=None, help="victim partition id (default: attack.victim_ids[0] or 0)")
+    attack.add_argument("--split", choices=("train", "test"), default="train", help="split of --indices")
+    attack.add_argument("--indices", help="comma-separated sample indices the victim trains on (instead of a partition)")
+    attack.set_defaults(func=cmd_attack)
 
     validate = sub.add_parser("validate", help="check a config and its data without training")
     with_config(validate)

@@ -1,0 +1,90 @@
+"""One client update, built and attacked without a whole simulation (``fl-privacy attack``).
+
+The update is produced by the same client code as in a federation (local
+training + defense pipeline) from the initial global model, recorded as the
+server would see it, and attacked; outputs go to a run directory laid out like
+a federation's. Benchmarks and research-question sweeps call this.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from fl_privacy.attacks.observe import VictimTruth
+from fl_privacy.attacks.runner import attack_update
+from fl_privacy.client import client_update
+from fl_privacy.config import ConfigError, ExperimentConfig
+from fl_privacy.recording import RecordedUpdate
+from fl_privacy.reporting import RunDirectory
+from fl_privacy.run_setup import build_model_for, load_split, prepare, resolve_device, victim_steps
+from fl_privacy.training import batch_schedule
+
+
+def victim_data(config: ExperimentConfig, client: int | None, split: str, indices: list[int] | None):  # noqa: ANN201
+    """The victim's data and local steps: a client's partition of the train split, or given indices of a split."""
+    if indices:
+        data = load_split(config, split)
+        bad = [i for i in indices if not 0 <= i < len(data)]
+        if bad:
+            raise ConfigError(f"indices {bad} outside the {split} split (0..{len(data) - 1})")
+        pid = client or 0
+        steps = batch_schedule(np.asarray(sorted(set(indices))), config.training, config.seed, 1, pid)
+        return data, steps, pid
+    setup = prepare(config)
+    pid = client if client is not None else (config.attack.victim_ids or [0])[0]
+    if not 0 <= pid < len(setup.partitions):
+        raise ConfigError(f"client {pid} outside 0..{len(setup.partitions) - 1}")
+    return setup.train, victim_steps(setup, 1, pid), pid
+
+
+def attack_once(
+    config: ExperimentConfig,
+    out: str | None = None,
+    client: int | None = None,
+    split: str = "train",
+    indices: list[int] | None = None,
+    lpips_metric: Any = None,
+) -> tuple[RunDirectory, dict[str, Any]]:
+    """Build the victim's update at round 1 (initial global model), attack it, score it, write the outputs."""
+    if config.attack.name == "none":
+        raise ConfigError("attack.name is 'none': choose an attack (e.g. inverting_gradients) to run one")
+    data, steps, pid = victim_data(config, client, split, indices)
+    count = len(np.unique(np.concatenate(steps)))
+    if count > config.attack.max_images:
+        raise ConfigError(f"the victim's update uses {count} samples, more than attack.max_images="
+                          f"{config.attack.max_images}: pass fewer indices or lower data.samples_per_client")
+    run = RunDirectory.create(config, out)
+    model = build_model_for(config, data)
+    global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    reply = client_update(config, model, data, steps, global_state, pid, 1, {}, "cpu")
+    param_names = [n for n, _ in model.named_parameters()]
+    recorded = RecordedUpdate.from_reply(config, 1, pid, global_state, reply.arrays, param_names, reply.num_examples)
+    recorded.save(run.update_path(1, pid))
+    truth = VictimTruth.from_steps(data, steps, config.data.normalize)
+    run.write_json(str(run.ground_truth_path(1, pid).relative_to(run.root)),
+                   {"split": split, "steps": [s.tolist() for s in steps], "labels": truth.labels.tolist()})
+    device = resolve_device(config.resources.device)
+    torch.manual_seed(config.seed)
+    outcome = attack_update(recorded, truth, build_model_for(config, data), data, config, run.root / "attacks",
+                            device, lpips_metric)
+    entry = {"round": 1, "partition_id": pid, "split": split, "indices": truth.indices.tolist(), **outcome}
+    run.append_jsonl("victims.jsonl", entry)
+    run.append_jsonl("rounds.jsonl", {"round": 1, "victims": [entry], **_means(entry)})
+    from fl_privacy.reporting import write_summary
+
+    write_summary(run, f"Attack {config.attack.name} ({config.name})", [
+        f"- one client update: {config.training.algorithm}, {count} image(s) of {config.data.dataset} "
+        f"({split} split), model {config.model.name}, round 1 (untrained global model)",
+        f"- threat: {config.attack.threat.model_dump()}",
+        f"- defenses: {', '.join(d.name for d in config.defenses) or 'none'}",
+    ])
+    run.write_json("final.json", {"finished": True})
+    return run, entry
+
+
+def _means(entry: dict[str, Any]) -> dict[str, float]:
+    return {f"attack_{k}": entry[k] for k in ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc")
+            if isinstance(entry.get(k), (int, float))}
