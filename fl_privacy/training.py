@@ -3,8 +3,10 @@
 One functional implementation of local SGD (``sgd_steps``) serves both sides:
 the client runs it to train, and a known-schedule attacker runs the very same
 code on dummy data with ``create_graph=True`` to differentiate through every
-step. So the unrolled update equals the client's update for the true data by
-construction, and a test checks it.
+step (``fl_privacy.attacks.gia.unroll``). Gradients come from
+``torch.func.grad``, so the same code also runs under ``torch.func.vmap`` (the
+attacker batches its restarts). So the unrolled update equals the client's
+update for the true data by construction, and a test checks it.
 """
 
 from __future__ import annotations
@@ -51,6 +53,35 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, labels)
 
 
+def _batch_loss(params: Tensors, model: torch.nn.Module, buffers: Tensors, x: torch.Tensor,
+                y: torch.Tensor) -> torch.Tensor:
+    return loss_fn(functional_call(model, (params, buffers), (x,)), y)
+
+
+_grad_and_loss = torch.func.grad_and_value(_batch_loss)
+
+
+def sgd_update(
+    params: Tensors, grads: Tensors, velocity: Tensors, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+) -> tuple[Tensors, Tensors]:
+    """One step of ``torch.optim.SGD`` (no dampening, no Nesterov), out of place.
+
+    Returns (new parameters, new momentum buffers); an empty ``velocity`` means
+    the first step (the buffer starts as the gradient, as in ``torch.optim.SGD``).
+    """
+    updated: Tensors = {}
+    new_velocity: Tensors = {}
+    for name, value in params.items():
+        grad = grads[name]
+        if weight_decay:
+            grad = grad + weight_decay * value
+        if momentum:
+            grad = velocity[name] * momentum + grad if name in velocity else grad
+            new_velocity[name] = grad
+        updated[name] = value - lr * grad
+    return updated, new_velocity
+
+
 def sgd_steps(
     model: torch.nn.Module,
     params: Tensors,
@@ -66,26 +97,21 @@ def sgd_steps(
     ``buffers`` are updated in place by BatchNorm in train mode (as on a real
     client). With ``create_graph`` the returned parameters stay differentiable
     w.r.t. the inputs of every batch (known-schedule gradient inversion).
+    Gradients come from ``torch.func.grad``, so the function is also
+    vmappable (then BatchNorm must not update running statistics in place,
+    e.g. after ``torch.func.replace_all_batch_norm_modules_``, or be in eval mode).
     """
-    names = list(params)
-    current = {k: v if create_graph and v.requires_grad else v.detach().requires_grad_(True) for k, v in params.items()}
+    current = {k: v if create_graph and v.requires_grad else v.detach() for k, v in params.items()}
     velocity: Tensors = {}
     losses = []
     for x, y in batches:
-        loss = loss_fn(functional_call(model, (current, buffers), (x,)), y)
-        grads = torch.autograd.grad(loss, [current[k] for k in names], create_graph=create_graph)
-        updated = {}
-        for name, grad in zip(names, grads):
-            if weight_decay:
-                grad = grad + weight_decay * current[name]
-            if momentum:
-                grad = velocity[name] * momentum + grad if name in velocity else grad
-                velocity[name] = grad
-            step = current[name] - lr * grad
-            updated[name] = step if create_graph else step.detach().requires_grad_(True)
-        current = updated
+        grads, loss = _grad_and_loss(current, model, buffers, x, y)
+        current, velocity = sgd_update(current, grads, velocity, lr, momentum, weight_decay)
+        if not create_graph:
+            current = {k: v.detach() for k, v in current.items()}
+            velocity = {k: v.detach() for k, v in velocity.items()}
         losses.append(loss.detach())
-    return {k: v if create_graph else v.detach() for k, v in current.items()}, losses
+    return current, losses
 
 
 def batch_schedule(
@@ -136,7 +162,7 @@ def local_update(
         loss = loss_fn(functional_call(model, (live, buffers), (x,)), y)
         grads = torch.autograd.grad(loss, list(live.values()))
         shared = {k: g.detach() for k, g in zip(live, grads)}
-        return LocalResult(shared, buffers, "gradient", len(steps[0]), float(loss), steps)
+        return LocalResult(shared, buffers, "gradient", len(steps[0]), float(loss.detach()), steps)
     new_params, losses = sgd_steps(
         model, params, buffers, batches, training.lr, training.momentum, training.weight_decay
     )

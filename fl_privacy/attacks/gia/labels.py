@@ -48,12 +48,19 @@ negative contribution exactly from the samples that carry it. The methods:
   gradients ``G^(i)`` for all classes are taken on the same dummy inputs.
 
 Multi-step FedAvg (``obs.kind == "delta"``): all methods run on the pseudo-gradient
-``-delta / (lr * steps)`` (see ``output_layer_gradient``). Its sign is what matters
-for iDLG / Yin / the stage-1 test of LLG. Its scale matters only to LLG+, whose impact
-and offsets are absolute magnitudes; when the schedule (lr, steps) is unknown the
-pseudo-gradient is ``-delta`` (unit divisor) and LLG+ rescales its dummy estimates so
-that its impact equals the scale-free LLG impact of the observed update (the offsets
-keep their LLG+ shape).
+``-delta / (lr * steps)`` (see ``output_layer_gradient``; REFERENCES.md, "FedAvg updates
+and the batch schedule"). Its sign is what matters for iDLG / Yin / LLG: they are
+scale-free (LLG estimates its impact from the same gradient, so a positive rescaling
+of g rescales m alike and leaves the counts unchanged). LLG+ is not: its impact and
+offsets are absolute magnitudes of a mean gradient. When the schedule (lr, steps) is
+unknown the pseudo-gradient is ``-delta`` (unit divisor) and LLG+ first estimates the
+unknown scale by fitting its own model ``g ~= alpha * (s + m * counts)``
+(``_calibrate_scale``, our extension, not in the paper).
+
+The model drifts during local training (the client fits its batch, the present
+classes' probabilities rise), so the pseudo-gradient of many or large steps departs
+from the single-gradient model above and the counts degrade; see the tests for the
+regime where they stay exact.
 """
 
 from __future__ import annotations
@@ -73,6 +80,8 @@ LLG_PLUS_BATCHES = 10
 """Dummy batches (each of the client's batch size) LLG+ averages over (the reference's n = 10)."""
 LLG_PLUS_SEED = 0
 """Seed of the dummy inputs (and of dropout in the dummy pass): LLG+ is deterministic."""
+CALIBRATION_GRID = 161
+"""Grid points of LLG+'s scale search for deltas of unknown schedule (``_calibrate_scale``)."""
 
 
 def _output_layer(obs: Observation) -> tuple[str, nn.Linear]:
@@ -239,6 +248,41 @@ def _llg_plus_statistics(obs: Observation, num: int) -> tuple[float, torch.Tenso
     return impact, offset
 
 
+def _counts(labels: list[int], num_classes: int) -> torch.Tensor:
+    return torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=num_classes).double()
+
+
+def _calibrate_scale(row_sums: torch.Tensor, num: int, impact: float, offset: torch.Tensor) -> float:
+    """Scale alpha > 0 of an update whose units are unknown, for LLG+ (our extension).
+
+    LLG+ models the row sums as ``g ~= alpha * (s + m * n)`` with label counts ``n``.
+    For each alpha on a log grid over [0.1, 10] x alpha_0 (``CALIBRATION_GRID`` points)
+    the LLG+ counts ``n(alpha)`` of ``g / alpha`` are found, and the alpha with the
+    smallest L1 residual ``|g - alpha * (s + m * n(alpha))|_1`` wins (L1: a few rows
+    off the model, e.g. a present class hidden by a large offset, must not drag the
+    fit). ``alpha_0`` = sum of the positive rows of ``g`` over the offsets of those rows
+    (rows with g_c > 0 are mostly absent classes, where g_c = alpha * s_c), else the
+    ratio of the LLG impact to the LLG+ impact.
+    """
+    g = row_sums.double()
+    offset = offset.double()
+    num_classes = len(g)
+    llg = _llg_impact(g, num, num_classes)
+    positive = g > 0
+    denom = float(offset[positive].sum())
+    alpha0 = float(g[positive].sum()) / denom if denom > 0 else (llg / impact if impact < 0 else 0.0)
+    if not alpha0 > 0:
+        alpha0 = llg / impact if impact < 0 and llg < 0 else 1.0
+    best_err, best_alpha = float("inf"), alpha0
+    for factor in torch.logspace(-1, 1, CALIBRATION_GRID, dtype=torch.float64).tolist():
+        alpha = alpha0 * factor
+        fit = offset + impact * _counts(_llg_counts(g / alpha, num, impact, offset), num_classes)
+        err = float((g - alpha * fit).abs().sum())
+        if err < best_err:
+            best_err, best_alpha = err, alpha
+    return best_alpha
+
+
 def infer_labels(obs: Observation, num: int, method: str = "llg+") -> torch.Tensor:
     """Infer the labels of the ``num`` samples behind ``obs.update``.
 
@@ -271,13 +315,9 @@ def infer_labels(obs: Observation, num: int, method: str = "llg+") -> torch.Tens
         labels = _llg_counts(row_sums, num, _llg_impact(row_sums, num, num_classes), None)
     else:  # llg+
         impact, offset = _llg_plus_statistics(obs, num)
+        offset = offset.to(row_sums.device)
         if obs.kind == "delta" and _schedule_scale(obs) is None:
-            # Unknown scale of the pseudo-gradient: express the dummy estimates in the
-            # units of the observed update via the scale-free LLG impact.
-            observed = _llg_impact(row_sums, num, num_classes)
-            if impact < 0 and observed < 0:
-                impact, offset = observed, offset * (observed / impact)
-            else:  # nothing to calibrate against: plain LLG
-                impact, offset = observed, torch.zeros_like(offset)
+            # Unknown scale of the pseudo-gradient: bring it to the dummy units.
+            row_sums = row_sums / _calibrate_scale(row_sums, num, impact, offset)
         labels = _llg_counts(row_sums, num, impact, offset.to(row_sums.device))
     return torch.sort(torch.tensor(labels, dtype=torch.int64)).values

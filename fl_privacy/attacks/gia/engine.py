@@ -1,0 +1,503 @@
+"""GIA-O: one optimisation engine for gradient inversion in pixel space.
+
+The attacker optimises dummy images (and, for DLG, dummy soft labels) so that
+the update they would produce matches the observed one (SoK "Gradient Leakage
+in FL", Du et al. 2024, §2.3, Definition 1). Pluggable parts: the distance
+(``objectives``), the image priors (``priors``), how a candidate update is
+produced (one gradient for FedSGD; the unrolled local SGD for FedAvg with a
+known schedule, ``unroll``; one sign-corrected gradient for FedAvg with an
+unknown schedule), the optimiser, its lr schedule, and the labels (known,
+inferred, or optimised jointly). ``presets`` holds the reference attacks.
+
+Design:
+
+* The ONLY input is an ``Observation``; ground truth never enters.
+* Restarts are batched: all ``R`` restarts go through the model in one pass,
+  ``torch.func.vmap`` over restarts of ``torch.func.grad`` of the loss w.r.t.
+  the parameters (or of the unrolled local SGD), then one batched distance.
+  The attack loss is the sum over restarts of independent terms, so one
+  backward gives every restart its own gradient.
+* BatchNorm: the engine works on a private deep copy of ``obs.model``. In
+  train mode its BN layers are made stateless
+  (``torch.func.replace_all_batch_norm_modules_``): each restart normalises
+  with its own batch statistics, as the client did, and nothing is updated in
+  place. In eval mode BN uses the received running statistics (functional
+  buffers), which are only read.
+* No host syncs in the hot loop (Adam): the per-restart objective is written
+  into a device tensor every ``log_every`` iterations and copied to the host
+  once at the end; the progress bar reads it every 100 iterations only.
+  L-BFGS (``torch.optim.LBFGS``) reads the loss on the host by its design.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field, fields
+from typing import Literal, get_args, get_type_hints
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from fl_privacy.attacks.gia.objectives import OBJECTIVES, layer_weights
+from fl_privacy.attacks.gia.priors import bn_statistics, l2_norm, total_variation
+from fl_privacy.attacks.gia.unroll import unrolled_delta
+from fl_privacy.attacks.threat import Observation
+from fl_privacy.training import loss_fn
+
+__all__ = ["GIAConfig", "GIAProblem", "GIAResult", "reconstruct"]
+
+
+@dataclass
+class GIAConfig:
+    """Settings of one GIA-O attack. ``presets`` holds the reference attacks' values."""
+
+    objective: Literal["l2", "cosine", "scaled_l2"] = "cosine"
+    """Gradient distance: squared L2 (DLG, Zhu et al. 2019; See Through Gradients), 1 - cosine over all
+    parameters as one vector (Inverting Gradients, Geiping et al. 2020), or the scale-free L2
+    ``min_{s>=0} ||g - s t||^2`` for updates of unknown scale."""
+    layer_weights: Literal["uniform", "linear"] = "uniform"
+    """Per-parameter-tensor weights of the distance: equal (all references' default) or breaching's
+    "linear" (1 at the first tensor down to 1/n at the last)."""
+    optimizer: Literal["adam", "lbfgs"] = "adam"
+    """Adam (Inverting Gradients, See Through Gradients) or L-BFGS (DLG, iDLG)."""
+    signed: bool = True
+    """Adam only: step on the sign of the image gradient (Inverting Gradients' signed Adam)."""
+    lr: float = 0.1
+    """Step size: 0.1 for Adam (Inverting Gradients, See Through Gradients), 1 for L-BFGS (DLG)."""
+    iterations: int = 4000
+    """Optimiser steps. Inverting Gradients: 4k for one CIFAR image (24k in the paper's CLI); DLG: 300
+    L-BFGS steps, each of up to 20 function evaluations (torch's default ``max_iter``)."""
+    lr_schedule: Literal["none", "steps", "cosine"] = "steps"
+    """"steps": lr x0.1 at 3/8, 5/8 and 7/8 of the run (Inverting Gradients); "cosine": cosine decay to 0
+    (See Through Gradients, without its warm-up); "none": constant (DLG)."""
+    boxed: bool = True
+    """Clamp the images to the valid (normalised) pixel box after each step (Inverting Gradients)."""
+    tv: float = 1e-4
+    """Weight of the total-variation prior (Inverting Gradients ~1e-6..1e-4 on CIFAR; See Through Gradients 1e-4)."""
+    l2: float = 0.0
+    """Weight of the image L2-norm prior (See Through Gradients: 1e-6)."""
+    bn: float = 0.0
+    """Weight of the BatchNorm-statistics prior (See Through Gradients: 0.1); needs ``obs.bn_statistics``."""
+    init: Literal["randn", "uniform", "zeros"] = "randn"
+    """Initial images: standard normal (DLG, Inverting Gradients), uniform over the pixel box, or zeros."""
+    restarts: int = 1
+    """Independent trials optimised together; the best by final distance is returned (Inverting Gradients)."""
+    labels: Literal["known", "infer", "joint"] = "infer"
+    """Labels: given (needs ``attack.threat.labels``), inferred from the update (``label_method``), or
+    optimised jointly with the images as soft labels, softmax of free logits (DLG)."""
+    label_method: str = "llg+"
+    """Label inference when ``labels == "infer"``: "idlg" (Zhao et al. 2020), "yin" (Yin et al. 2021),
+    "llg"/"llg+" (Wainakh et al. 2022); see ``fl_privacy.attacks.gia.labels``."""
+    schedule: Literal["auto", "known", "unknown"] = "auto"
+    """FedAvg updates: unroll the client's local SGD ("known", needs ``obs.schedule``) or match one
+    sign-corrected gradient ("unknown"); "auto": known iff the schedule is granted."""
+    model_mode: Literal["train", "eval"] = "train"
+    """Mode of the attacker's copy of the model: train (BN uses each candidate batch's statistics, as the
+    client did) or eval (BN uses the received running statistics)."""
+    seed: int = 0
+    """Seed of the initial images / label logits (drawn on the CPU, so identical on every device)."""
+    objective_scale: float = 1.0
+    """Factor on the distance in the optimised loss, relative to the priors (See Through Gradients: 1e-4,
+    as breaching's config). Does not affect restart scoring."""
+    log_every: int = 0
+    """Trace interval in iterations; 0 = automatic (about 100 points). The last iteration is always logged."""
+
+    def __post_init__(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            choices = get_args(hints[f.name])
+            if choices and value not in choices:
+                raise ValueError(f"GIAConfig.{f.name} must be one of {list(choices)}, got {value!r}")
+        for name in ("lr", "objective_scale"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"GIAConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("tv", "l2", "bn"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"GIAConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+        for name, minimum in (("iterations", 1), ("restarts", 1), ("log_every", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"GIAConfig.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass
+class GIAResult:
+    """Outcome of one attack on one update."""
+
+    images: torch.Tensor
+    """(B, C, H, W) of the best restart, in the attack's (normalised) space, on the CPU."""
+    labels: torch.Tensor
+    """(B,) labels used / inferred (argmax of the soft labels for "joint"), on the CPU."""
+    objective: float
+    """The best restart's final gradient distance (without priors or ``objective_scale``)."""
+    restart_objectives: list[float]
+    """Final gradient distance of every restart (NaN for a diverged one); best = argmin."""
+    trace: np.ndarray
+    """(n_logged, 1 + R): iteration, then the optimised loss (distance x scale + priors) of every restart."""
+    iterations: int
+    seconds: float
+    seconds_per_iteration: float
+    objective_used: str = ""
+    """The distance actually used (an "l2" on an update of unknown scale becomes "scaled_l2")."""
+    update_model: str = ""
+    """How candidates were produced: "gradient" (FedSGD), "known_schedule" or "unknown_schedule" (FedAvg)."""
+    best_restart: int = 0
+    soft_labels: torch.Tensor | None = None
+    """(B, K) label probabilities of the best restart ("joint" only)."""
+    notes: list[str] = field(default_factory=list)
+    """Automatic decisions and caveats worth recording in a report."""
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def attack_batch_size(obs: Observation, update_model: str) -> int:
+    """How many images to reconstruct, from the basic information the threat model grants."""
+    if obs.kind == "gradient":
+        size = obs.batch_size or obs.num_examples
+        if not size:
+            raise ValueError(
+                "the attack needs the number of samples behind the gradient: grant it "
+                "(attack.threat.num_examples) or give obs.batch_size"
+            )
+        return int(size)
+    if obs.num_examples:
+        return int(obs.num_examples)
+    if update_model == "known_schedule" and obs.schedule is not None:
+        return len({p for step in obs.schedule.steps for p in step})
+    raise ValueError(
+        "the attack needs the number of samples behind the FedAvg update: grant it "
+        "(attack.threat.num_examples) or the batch schedule (attack.threat.schedule)"
+    )
+
+
+def _bn_dims(t: torch.Tensor) -> list[int]:
+    return [0, *range(2, t.dim())]
+
+
+class GIAProblem:
+    """What the optimisation needs, built once from an ``Observation``: model, target, distance, priors.
+
+    ``evaluate(x, y)`` maps candidate images ``x`` (R, B, C, H, W) and labels ``y``
+    (class ids (B,) shared by all restarts, or soft labels (R, B, K)) to the
+    optimised loss and the gradient distance, both (R,), in one vectorised pass.
+    """
+
+    def __init__(self, obs: Observation, cfg: GIAConfig, device: torch.device | str | None = None) -> None:
+        self.cfg = cfg
+        self.device = torch.device(device) if device is not None else default_device()
+        self.notes: list[str] = []
+        self.schedule = None
+        if obs.kind == "gradient":
+            self.update_model = "gradient"
+        elif obs.kind == "delta":
+            if cfg.schedule == "known" and obs.schedule is None:
+                raise ValueError(
+                    "GIAConfig.schedule='known' needs the client's batch schedule, which the threat model "
+                    "does not grant (attack.threat.schedule); use schedule='unknown' or 'auto'"
+                )
+            known = obs.schedule is not None and cfg.schedule in ("auto", "known")
+            self.update_model = "known_schedule" if known else "unknown_schedule"
+            self.schedule = obs.schedule if known else None
+        else:
+            raise ValueError(f"unknown update kind {obs.kind!r}; expected 'gradient' or 'delta'")
+        self.batch_size = attack_batch_size(obs, self.update_model)
+        if self.schedule is not None:
+            top = max(p for step in self.schedule.steps for p in step)
+            if top >= self.batch_size:
+                raise ValueError(f"the schedule uses position {top} but the update covers {self.batch_size} samples")
+
+        model = copy.deepcopy(obs.model).to(self.device)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if cfg.model_mode == "train":
+            model.train()
+            torch.func.replace_all_batch_norm_modules_(model)
+        else:
+            model.eval()
+        self.model = model
+
+        all_names = [n for n, _ in model.named_parameters()]
+        missing = [n for n in all_names if n not in obs.global_params]
+        if missing:
+            raise ValueError(f"obs.global_params lacks parameters of the model: {missing[:5]}")
+        self.params = {n: obs.global_params[n].detach().to(self.device) for n in all_names}
+        own_buffers = dict(model.named_buffers())
+        self.buffers = {k: v.detach().to(self.device) for k, v in obs.global_buffers.items() if k in own_buffers}
+        self.names = [n for n in all_names if n in obs.update]
+        if not self.names:
+            raise ValueError("obs.update holds none of the model's parameters")
+        self.dtype = self.params[self.names[0]].dtype
+        update = [obs.update[n].detach().to(self.device, self.dtype) for n in self.names]
+
+        self.objective = cfg.objective
+        if self.update_model == "unknown_schedule":
+            # The gradient direction is -delta (plain SGD: delta = -lr * sum of the steps' gradients).
+            # breaching matches +delta here, which makes its objective anti-aligned at the truth.
+            self.target = [-u for u in update]
+            if cfg.objective == "l2":
+                if obs.schedule is not None:
+                    scale = obs.schedule.lr * len(obs.schedule.steps)
+                    self.target = [t / scale for t in self.target]
+                    self.notes.append(f"unknown-schedule l2: target = -delta / (lr * steps) = -delta / {scale:g}")
+                else:
+                    self.objective = "scaled_l2"
+                    self.notes.append(
+                        "objective 'l2' switched to 'scaled_l2': the update's scale (lr * steps) is not granted"
+                    )
+        else:
+            self.target = update
+        weights = layer_weights(len(self.names), cfg.layer_weights).tolist()
+        self.weights = None if all(w == 1.0 for w in weights) else weights
+        self.distance_fn = OBJECTIVES[self.objective]
+
+        self.bn_modules = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.bn_target: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._captured: list[torch.Tensor] | None = None
+        if cfg.bn > 0:
+            if obs.bn_statistics is None:
+                raise ValueError(
+                    "the BatchNorm-statistics prior (GIAConfig.bn > 0) needs the victim batch's BN statistics, "
+                    "which the threat model does not grant (attack.threat.bn_statistics); set bn=0"
+                )
+            if len(obs.bn_statistics) != len(self.bn_modules) or not self.bn_modules:
+                raise ValueError(
+                    f"obs.bn_statistics has {len(obs.bn_statistics)} layers but the model has "
+                    f"{len(self.bn_modules)} BatchNorm layers"
+                )
+            self.bn_target = [(m.detach().to(self.device, self.dtype), v.detach().to(self.device, self.dtype))
+                              for m, v in obs.bn_statistics]
+            for module in self.bn_modules:
+                module.register_forward_hook(self._capture_hook)
+
+    # ------------------------------------------------------------------ candidates
+    def _capture_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        if self._captured is not None:
+            self._captured.append(inputs[0])
+
+    def _forward(self, params: tuple[dict, ...], x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """Logits and, when the BN prior is on, each BN layer's input (mean, biased var) for one restart."""
+        want = bool(self.bn_target)
+        self._captured = [] if want else None
+        try:
+            out = functional_call(self.model, (*params, self.buffers), (x,))
+            captured = self._captured or []
+        finally:
+            self._captured = None
+        stats = []
+        for t in captured:
+            var, mean = torch.var_mean(t, dim=_bn_dims(t), unbiased=False)
+            stats.append((mean, var))
+        return out, tuple(stats)
+
+    def _one_restart(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
+        """Candidate update (list over matched parameters) and BN statistics of one restart."""
+        if self.update_model == "known_schedule":
+            delta = unrolled_delta(self.model, self.params, self.buffers, x, y, self.schedule)
+            stats = ()
+            if self.bn_target:
+                _, stats = self._forward((self.params,), x)
+            return [delta[n] for n in self.names], stats
+        matched = {n: self.params[n] for n in self.names}
+        other = {n: v for n, v in self.params.items() if n not in matched}
+
+        def loss(p: dict) -> tuple[torch.Tensor, tuple]:
+            out, stats = self._forward((p, other), x)
+            return loss_fn(out, y), stats
+
+        grads, stats = torch.func.grad(loss, has_aux=True)(matched)
+        return [grads[n] for n in self.names], stats
+
+    def candidates(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
+        """Candidate updates of all restarts in one vmapped pass: list of (R, *param_shape), BN stats (R, C)."""
+        if x.dim() != 5 or x.shape[1] != self.batch_size:
+            raise ValueError(f"x must be (R, {self.batch_size}, C, H, W), got {tuple(x.shape)}")
+        y_dim = 0 if y.dim() == 3 else None
+        return torch.func.vmap(self._one_restart, in_dims=(0, y_dim), randomness="different")(x, y)
+
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(optimised loss, gradient distance), each (R,)."""
+        cand, stats = self.candidates(x, y)
+        distance = self.distance_fn(cand, self.target, self.weights)
+        total = distance * self.cfg.objective_scale if self.cfg.objective_scale != 1.0 else distance
+        if self.cfg.tv:
+            total = total + self.cfg.tv * total_variation(x)
+        if self.cfg.l2:
+            total = total + self.cfg.l2 * l2_norm(x)
+        if self.cfg.bn:
+            total = total + self.cfg.bn * bn_statistics(stats, self.bn_target)
+        return total, distance
+
+
+# ---------------------------------------------------------------------- labels
+def _resolve_labels(obs: Observation, cfg: GIAConfig, batch_size: int, device: torch.device) -> torch.Tensor | None:
+    """Hard labels (B,) for "known"/"infer"; None for "joint"."""
+    if cfg.labels == "known":
+        if obs.labels is None:
+            raise ValueError(
+                "GIAConfig.labels='known' but the threat model does not grant the victim's labels "
+                "(attack.threat.labels); use labels='infer' or 'joint'"
+            )
+        labels = obs.labels.detach().reshape(-1).to(device, torch.long)
+    elif cfg.labels == "infer":
+        try:
+            from fl_privacy.attacks.gia.labels import infer_labels
+        except ImportError as exc:  # pragma: no cover - the module ships with the package
+            raise ImportError("labels='infer' needs fl_privacy.attacks.gia.labels") from exc
+        labels = torch.as_tensor(infer_labels(obs, batch_size, cfg.label_method)).reshape(-1).to(device, torch.long)
+    else:
+        return None
+    if labels.numel() != batch_size:
+        raise ValueError(f"got {labels.numel()} labels for a batch of {batch_size}")
+    return labels
+
+
+def _initial_images(cfg: GIAConfig, shape: tuple[int, ...], box: tuple[torch.Tensor, torch.Tensor],
+                    gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """Drawn on the CPU from the seeded generator (same start on every device)."""
+    if cfg.init == "randn":
+        return torch.randn(shape, generator=gen, dtype=dtype)
+    if cfg.init == "uniform":
+        lo, hi = (b.cpu().to(dtype).unsqueeze(0) for b in box)
+        return lo + (hi - lo) * torch.rand(shape, generator=gen, dtype=dtype)
+    return torch.zeros(shape, dtype=dtype)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: GIAConfig):
+    if cfg.lr_schedule == "steps":
+        n = cfg.iterations
+        milestones = [int(n * 3 / 8), int(n * 5 / 8), int(n * 7 / 8)]
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+    if cfg.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.iterations)
+    return None
+
+
+def _logged_iterations(cfg: GIAConfig) -> list[int]:
+    every = cfg.log_every or max(1, math.ceil(cfg.iterations / 100))
+    its = list(range(0, cfg.iterations, every))
+    if its[-1] != cfg.iterations - 1:
+        its.append(cfg.iterations - 1)
+    return its
+
+
+# ---------------------------------------------------------------------- the attack
+def reconstruct(obs: Observation, cfg: GIAConfig, device: torch.device | str | None = None,
+                progress: bool = False) -> GIAResult:
+    """Reconstruct the client's batch from ``obs`` with ``cfg``; return the best restart.
+
+    Adam: every restart is an independent problem (Adam is element-wise and the loss a sum over
+    restarts). L-BFGS: one ``torch.optim.LBFGS`` over the stacked (R, ...) tensors; the loss is a
+    sum of independent terms, so its minimisers are each restart's, but the line search, step
+    size and curvature history are shared: restarts are coupled in their path (and a restart that
+    diverges to NaN spoils the others), unlike R separate L-BFGS runs.
+    """
+    device = torch.device(device) if device is not None else default_device()
+    problem = GIAProblem(obs, cfg, device)
+    R, B = cfg.restarts, problem.batch_size
+    gen = torch.Generator().manual_seed(cfg.seed)
+    lo, hi = obs.pixel_box(device)
+    lo, hi = lo.to(problem.dtype).unsqueeze(0), hi.to(problem.dtype).unsqueeze(0)  # (1, 1, C, 1, 1)
+    x = _initial_images(cfg, (R, B, *obs.image_shape), (lo[0], hi[0]), gen, problem.dtype)
+    x = x.to(device).requires_grad_(True)
+    hard = _resolve_labels(obs, cfg, B, device)
+    logits = None
+    variables = [x]
+    if hard is None:
+        logits = torch.randn((R, B, obs.num_classes), generator=gen, dtype=problem.dtype).to(device)
+        logits.requires_grad_(True)
+        variables.append(logits)
+
+    def labels_now() -> torch.Tensor:
+        return hard if logits is None else torch.softmax(logits, dim=-1)
+
+    if cfg.optimizer == "adam":
+        opt: torch.optim.Optimizer = torch.optim.Adam(variables, lr=cfg.lr)
+    else:
+        opt = torch.optim.LBFGS(variables, lr=cfg.lr)
+    scheduler = _scheduler(opt, cfg)
+    logged = _logged_iterations(cfg)
+    slot = {it: j for j, it in enumerate(logged)}
+    trace = torch.full((len(logged), R), float("nan"), device=device)
+    notes = list(problem.notes)
+    if problem.update_model == "known_schedule" and cfg.labels == "infer":
+        notes.append("inferred labels are a multiset; their assignment to schedule positions is arbitrary")
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.iterations, desc="GIA", leave=False)
+    last: dict[str, torch.Tensor] = {}
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        total, _ = problem.evaluate(x, labels_now())
+        loss = total.sum()
+        loss.backward()
+        last["total"] = total.detach()
+        return loss
+
+    start = time.perf_counter()
+    for it in range(cfg.iterations):
+        if cfg.optimizer == "adam":
+            opt.zero_grad()
+            total, _ = problem.evaluate(x, labels_now())
+            total.sum().backward()
+            if cfg.signed:
+                x.grad.sign_()
+            opt.step()
+            total = total.detach()
+        else:
+            opt.step(closure)
+            total = last["total"]
+        if scheduler is not None:
+            scheduler.step()
+        if cfg.boxed:
+            with torch.no_grad():
+                x.clamp_(min=lo, max=hi)
+        if it in slot:
+            trace[slot[it]] = total.to(trace.dtype)
+        if bar is not None:
+            bar.update(1)
+            if it % 100 == 0 or it == cfg.iterations - 1:
+                bar.set_postfix(objective=f"{float(total.min()):.4g}")
+    if bar is not None:
+        bar.close()
+
+    with torch.no_grad():
+        _, distance = problem.evaluate(x, labels_now())
+    finals = distance.detach().cpu()
+    seconds = time.perf_counter() - start
+    scores = torch.nan_to_num(finals.double(), nan=math.inf)
+    best = int(torch.argmin(scores))
+    if not torch.isfinite(finals).all():
+        notes.append(f"{int((~torch.isfinite(finals)).sum())} restart(s) diverged (non-finite objective)")
+    soft = None
+    if logits is None:
+        labels = hard.detach().cpu()
+    else:
+        soft = torch.softmax(logits[best].detach(), dim=-1).cpu()
+        labels = soft.argmax(dim=-1)
+    trace_np = np.column_stack([np.asarray(logged, dtype=np.float64), trace.cpu().double().numpy()])
+    return GIAResult(
+        images=x[best].detach().cpu(),
+        labels=labels,
+        objective=float(finals[best]),
+        restart_objectives=[float(v) for v in finals],
+        trace=trace_np,
+        iterations=cfg.iterations,
+        seconds=seconds,
+        seconds_per_iteration=seconds / cfg.iterations,
+        objective_used=problem.objective,
+        update_model=problem.update_model,
+        best_restart=best,
+        soft_labels=soft,
+        notes=notes,
+    )

@@ -1,0 +1,119 @@
+"""Gradient-matching distances, batched over restarts.
+
+Every function compares R candidate gradients with one target and returns a
+``(R,)`` tensor, so one call scores all restarts of an attack at once:
+
+* ``cand``: list of tensors, one per parameter tensor ("layer"), each of shape
+  ``(R, *param_shape)`` (restart dimension first);
+* ``target``: list of tensors of shape ``param_shape``, in the same order.
+
+"Layer" means one parameter tensor (a weight or a bias), as in the reference
+implementations (DLG, Inverting Gradients, breaching), which loop over
+``model.parameters()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+
+Weights = Sequence[float] | torch.Tensor | None
+
+_EPS = 1e-20
+
+
+def _check(cand: Sequence[torch.Tensor], target: Sequence[torch.Tensor]) -> None:
+    if len(cand) != len(target) or not cand:
+        raise ValueError(f"need the same non-zero number of candidate and target tensors, got {len(cand)} and {len(target)}")
+    for i, (g, t) in enumerate(zip(cand, target)):
+        if tuple(g.shape[1:]) != tuple(t.shape):
+            raise ValueError(
+                f"layer {i}: candidate shape {tuple(g.shape)} is not (R, *{tuple(t.shape)}); "
+                "candidates need a leading restart dimension"
+            )
+
+
+def _weights(weights: Weights, n: int) -> list[float]:
+    """Per-layer weights as Python floats (converted once, so no device syncs in the hot loop)."""
+    if weights is None:
+        return [1.0] * n
+    values = weights.detach().cpu().tolist() if isinstance(weights, torch.Tensor) else [float(w) for w in weights]
+    if len(values) != n:
+        raise ValueError(f"got {len(values)} layer weights for {n} layers")
+    return values
+
+
+def _dot(g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """<g_r, t> for every restart r: (R,)."""
+    return (g * t).flatten(1).sum(1)
+
+
+def _sq(g: torch.Tensor) -> torch.Tensor:
+    """||g_r||^2 for every restart r: (R,)."""
+    return g.pow(2).flatten(1).sum(1)
+
+
+def layer_weights(n_layers: int, kind: Literal["uniform", "linear"] = "uniform") -> torch.Tensor:
+    """Per-layer weights of the distance.
+
+    ``"uniform"``: all ones. ``"linear"``: breaching's "linear" option, which
+    emphasises the first layers (closest to the input): ``w_l = (n - l) / n``
+    for ``l = 0..n-1``, i.e. 1 at the first parameter tensor down to ``1/n``
+    (~0) at the last one.
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    if kind == "uniform":
+        return torch.ones(n_layers)
+    if kind == "linear":
+        return torch.arange(n_layers, 0, -1, dtype=torch.float32) / n_layers
+    raise ValueError(f"layer weights kind must be 'uniform' or 'linear', got {kind!r}")
+
+
+def l2_distance(cand: Sequence[torch.Tensor], target: Sequence[torch.Tensor], weights: Weights = None) -> torch.Tensor:
+    """Squared Euclidean distance ``sum_l w_l ||g_l - t_l||^2`` (DLG, Zhu et al. 2019)."""
+    _check(cand, target)
+    w = _weights(weights, len(cand))
+    return sum(wl * _sq(g - t) for wl, g, t in zip(w, cand, target))  # type: ignore[return-value]
+
+
+def cosine_distance(cand: Sequence[torch.Tensor], target: Sequence[torch.Tensor], weights: Weights = None) -> torch.Tensor:
+    """``1 - <g, t> / (||g|| ||t||)`` over all layers concatenated into one vector.
+
+    Inverting Gradients (Geiping et al. 2020): the weights multiply each
+    layer's contribution to the inner product and to both squared norms,
+    ``1 - sum_l w_l <g_l,t_l> / sqrt(sum_l w_l ||g_l||^2) / sqrt(sum_l w_l ||t_l||^2)``.
+    Ranges from 0 (parallel) over 1 (orthogonal) to 2 (anti-parallel).
+    """
+    _check(cand, target)
+    w = _weights(weights, len(cand))
+    dot = sum(wl * _dot(g, t) for wl, g, t in zip(w, cand, target))
+    gn = sum(wl * _sq(g) for wl, g in zip(w, cand))
+    tn = sum(wl * t.pow(2).sum() for wl, t in zip(w, target))
+    return 1.0 - dot / (gn.clamp_min(_EPS).sqrt() * tn.clamp_min(_EPS).sqrt())  # type: ignore[union-attr]
+
+
+def scaled_l2_distance(cand: Sequence[torch.Tensor], target: Sequence[torch.Tensor], weights: Weights = None) -> torch.Tensor:
+    """Scale-free squared L2: ``min_{s >= 0} sum_l w_l ||g_l - s t_l||^2``.
+
+    For an update whose scale is unknown (FedAvg with an unknown schedule, where
+    ``-delta = lr * sum of the steps' gradients``). The minimiser is closed-form,
+    ``s* = max(0, <g,t>_w) / ||t||_w^2``; the distance is evaluated at ``s*``
+    (its gradient w.r.t. ``g`` is exact by the envelope theorem). ``s >= 0``
+    keeps the sign information: an anti-aligned candidate scores ``||g||^2``.
+    """
+    _check(cand, target)
+    w = _weights(weights, len(cand))
+    dot = sum(wl * _dot(g, t) for wl, g, t in zip(w, cand, target))
+    tn = sum(wl * t.pow(2).sum() for wl, t in zip(w, target))
+    s = dot.clamp_min(0) / tn.clamp_min(_EPS)  # type: ignore[union-attr]
+    out = 0
+    for wl, g, t in zip(w, cand, target):
+        out = out + wl * _sq(g - s.view(-1, *([1] * t.dim())) * t)
+    return out  # type: ignore[return-value]
+
+
+OBJECTIVES = {"l2": l2_distance, "cosine": cosine_distance, "scaled_l2": scaled_l2_distance}
+"""Objective name (``GIAConfig.objective``) -> distance function."""
