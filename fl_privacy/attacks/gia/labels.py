@@ -16,7 +16,8 @@ negative contribution exactly from the samples that carry it. The methods:
 * ``yin`` - Yin, Mallya, Vahdat, Alvarez, Kautz, Molchanov, "See Through Gradients:
   Image Batch Recovery via GradInversion", CVPR 2021, section 3.2. The ``num``
   classes with the smallest row-wise minimum of dL/dW. **Assumes no repeated
-  labels** in the batch (it returns ``num`` distinct classes).
+  labels** in the batch (it returns ``num`` distinct classes; for num > C, which
+  cannot be unique, the ranking is repeated - a fallback, not part of the method).
 * ``llg`` / ``llg+`` - Wainakh, Ventola, Müßig, Keim, Garcia Cordero, Zimmer, Grube,
   Kersting, Mühlhäuser, "User-Level Label Leakage from Gradients in Federated
   Learning", PoPETs 2022 (arXiv:2105.09369), Algorithm 1 and its LLG+ variant, as in
@@ -35,10 +36,11 @@ negative contribution exactly from the samples that carry it. The methods:
   alike and leaves the result unchanged).
 
   LLG+: m and s from the *current global model*. The paper feeds auxiliary batches
-  of each class; our server has no auxiliary data, so we feed dummy inputs drawn
-  uniformly from the normalized pixel box (the paper's dummy-data variant, LLG*, does
-  the same with zero/one/random images). With ``G^(i)`` the row sums of the mean-CE
-  output-weight gradient of the dummy set all labelled ``i``:
+  of each class (``num`` samples, all labelled i); our server has no auxiliary data,
+  so we feed dummy inputs drawn uniformly from the normalized pixel box (the authors'
+  code has the same with zero / one / random dummy images, ``v3_prediction``). With
+  ``G^(i)`` the row sums of the mean-CE output-weight gradient of the dummy set all
+  labelled ``i``:
 
       m   = (1/C) sum_i G^(i)_i / num * (1 + 1/C)
       s_j = 1/(C-1) sum_{i != j} G^(i)_j
@@ -135,7 +137,7 @@ def output_layer_gradient(obs: Observation) -> tuple[torch.Tensor, torch.Tensor 
     * ``kind == "delta"`` without a schedule: ``g = -delta`` (divisor 1). The sign is
       right (``g`` is a positive multiple of the mean step gradient for plain SGD),
       the scale is not: only scale-free methods (iDLG, Yin, LLG) are unaffected;
-      LLG+ recalibrates its impact to the observed update (module docstring).
+      LLG+ first estimates the missing scale (``_calibrate_scale``).
 
     Returned as float tensors, detached, on the update's device.
     """
@@ -221,8 +223,13 @@ def _llg_plus_statistics(obs: Observation, num: int) -> tuple[float, torch.Tenso
     model.train()
     logits = []
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(LLG_PLUS_SEED)  # dropout, if any, in the dummy pass
+        cuda = device.type == "cuda"
+        with torch.random.fork_rng(devices=[device] if cuda else []):
+            # dropout, if any, in the dummy pass; only the forked generators are seeded
+            torch.random.default_generator.manual_seed(LLG_PLUS_SEED)
+            if cuda:
+                with torch.cuda.device(device):
+                    torch.cuda.manual_seed(LLG_PLUS_SEED)
             for _ in range(LLG_PLUS_BATCHES):
                 u = torch.rand((chunk, *obs.image_shape), generator=generator).to(device)
                 x = low + (high - low) * u
@@ -248,8 +255,9 @@ def _llg_plus_statistics(obs: Observation, num: int) -> tuple[float, torch.Tenso
     return impact, offset
 
 
-def _counts(labels: list[int], num_classes: int) -> torch.Tensor:
-    return torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=num_classes).double()
+def _counts(labels: list[int], num_classes: int, device: torch.device) -> torch.Tensor:
+    counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=num_classes)
+    return counts.to(device=device, dtype=torch.float64)
 
 
 def _calibrate_scale(row_sums: torch.Tensor, num: int, impact: float, offset: torch.Tensor) -> float:
@@ -276,7 +284,8 @@ def _calibrate_scale(row_sums: torch.Tensor, num: int, impact: float, offset: to
     best_err, best_alpha = float("inf"), alpha0
     for factor in torch.logspace(-1, 1, CALIBRATION_GRID, dtype=torch.float64).tolist():
         alpha = alpha0 * factor
-        fit = offset + impact * _counts(_llg_counts(g / alpha, num, impact, offset), num_classes)
+        counts = _counts(_llg_counts(g / alpha, num, impact, offset), num_classes, g.device)
+        fit = offset + impact * counts
         err = float((g - alpha * fit).abs().sum())
         if err < best_err:
             best_err, best_alpha = err, alpha
@@ -288,9 +297,15 @@ def infer_labels(obs: Observation, num: int, method: str = "llg+") -> torch.Tens
 
     Returns an int64 tensor of shape (num,), sorted ascending: the order carries no
     meaning, the result is a multiset of labels. ``method`` is one of ``LABEL_METHODS``
-    (module docstring for formulas and papers): ``idlg`` (num must be 1), ``yin``
-    (assumes no repeated labels; returns distinct classes), ``llg`` and ``llg+``
-    (label counts, repeats allowed).
+    (module docstring for formulas and papers):
+
+    * ``idlg``: one sample (``num`` must be 1, else ValueError);
+    * ``yin``: assumes no repeated labels, returns distinct classes while num <= C;
+    * ``llg``, ``llg+`` (default): label counts, repeats allowed. LLG+ runs the global
+      model on dummy inputs (deterministic, seeded; the global RNG is left untouched).
+
+    For ``obs.kind == "delta"`` all methods work on the pseudo-gradient of
+    ``output_layer_gradient``. Unknown ``method``: ValueError listing ``LABEL_METHODS``.
     """
     key = method.strip().lower() if isinstance(method, str) else method
     if key not in LABEL_METHODS:
@@ -306,11 +321,11 @@ def infer_labels(obs: Observation, num: int, method: str = "llg+") -> torch.Tens
                              "use 'yin', 'llg' or 'llg+' for batches")
         labels = [int(torch.argmin(row_sums))]
     elif key == "yin":
-        if num > num_classes:
-            raise ValueError(f"yin returns distinct labels (assumes no repeats): num={num} exceeds "
-                             f"num_classes={num_classes}")
+        # Distinct classes by ascending row minimum; num > C cannot be unique labels, so
+        # the ranking is repeated (a fallback, not part of the method).
         row_min = weight.double().min(dim=1).values
-        labels = [int(c) for c in torch.argsort(row_min, stable=True)[:num]]
+        order = [int(c) for c in torch.argsort(row_min, stable=True)]
+        labels = [order[i % num_classes] for i in range(num)]
     elif key == "llg":
         labels = _llg_counts(row_sums, num, _llg_impact(row_sums, num, num_classes), None)
     else:  # llg+
@@ -319,5 +334,5 @@ def infer_labels(obs: Observation, num: int, method: str = "llg+") -> torch.Tens
         if obs.kind == "delta" and _schedule_scale(obs) is None:
             # Unknown scale of the pseudo-gradient: bring it to the dummy units.
             row_sums = row_sums / _calibrate_scale(row_sums, num, impact, offset)
-        labels = _llg_counts(row_sums, num, impact, offset.to(row_sums.device))
+        labels = _llg_counts(row_sums, num, impact, offset)
     return torch.sort(torch.tensor(labels, dtype=torch.int64)).values
