@@ -6,7 +6,8 @@ from fl_privacy.defenses.base import (
     DefenseContext,
     DefensePipeline,
     build_pipeline,
+    dense_bytes,
     register_defense,
 )
 
-__all__ = ["DEFENSES", "Defense", "DefenseContext", "DefensePipeline", "build_pipeline", "register_defense"]
+__all__ = ["DEFENSES", "Defense", "DefenseContext", "DefensePipeline", "build_pipeline", "dense_bytes", "register_defense"]

@@ -52,6 +52,18 @@ class Defense:
         """Exact parameters, recorded in the run report."""
         return {"name": self.name, **self.params}
 
+    def payload_bytes(self, update: Update) -> int | None:
+        """Bytes a client would send to encode ``update`` (this stage's output); None = dense float32."""
+        return None
+
+    def server_step(self, aggregated: Update, num_clients: int) -> Update:
+        """Server-side help after aggregation (``needs_server`` defenses, e.g. GradDefense's compensation)."""
+        return aggregated
+
+    def privacy(self, rounds: int, sample_rate: float) -> dict[str, float] | None:
+        """Formal guarantee after ``rounds`` rounds with client sampling rate ``sample_rate`` (DP defenses)."""
+        return None
+
 
 DEFENSES: dict[str, type[Defense]] = {}
 
@@ -81,8 +93,27 @@ class DefensePipeline:
     def __len__(self) -> int:
         return len(self.stages)
 
+    def payload_bytes(self, update: Update) -> int:
+        """Bytes on the wire: the last stage that encodes (sparse, low-rank, quantized) decides; else dense float32."""
+        for stage in reversed(self.stages):
+            size = stage.payload_bytes(update)
+            if size is not None:
+                return int(size)
+        return dense_bytes(update)
+
+    def server_step(self, aggregated: Update, num_clients: int) -> Update:
+        for stage in self.stages:
+            if stage.needs_server:
+                aggregated = stage.server_step(aggregated, num_clients)
+        return aggregated
+
     def describe(self) -> list[dict[str, Any]]:
         return [stage.describe() for stage in self.stages]
+
+
+def dense_bytes(update: Update) -> int:
+    """Size of the update sent as dense float32 (the baseline of compression ratios)."""
+    return 4 * sum(v.numel() for v in update.values())
 
 
 def build_pipeline(specs: list[Any] | None) -> DefensePipeline:
