@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fl_privacy.client import client_update
@@ -51,6 +51,14 @@ def train(msg: Message, context: Context) -> Message:
         context.state[key] = ArrayRecord({k: v.detach().cpu() for k, v in state.items()})
     metrics = MetricRecord({"num-examples": reply.num_examples, "train-loss": reply.train_loss, "partition-id": pid})
     return Message(content=RecordDict({"arrays": ArrayRecord(reply.arrays), "metrics": metrics}), reply_to=msg)
+
+
+@app.query()
+def describe_node(msg: Message, context: Context) -> Message:
+    """Tell the server which partition this node holds (it routes hosted clients by it)."""
+    node = ConfigRecord({"partition-id": int(context.node_config["partition-id"]),
+                         "num-partitions": int(context.node_config["num-partitions"])})
+    return Message(content=RecordDict({"node": node}), reply_to=msg)
 
 
 def client_partition(node_config: dict, assigned: int | None, num_clients: int) -> int:

@@ -20,14 +20,18 @@ from flwr.supercore.task_identity import TaskIdentity
 
 
 class InProcessGrid(Grid):
-    """Nodes ``1..N`` with node config ``partition-id = i-1``, ``num-partitions = N``."""
+    """N nodes with node config ``partition-id = i``, ``num-partitions = N``.
+
+    Node ids run backwards (node ``1000 + N - i`` holds partition ``i``), like
+    Flower's random ids they say nothing about the partition a node holds.
+    """
 
     def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1) -> None:
         self._client_app = client_app
         self._run = Run.create_empty(run_id)
         self._contexts = {
-            i + 1: Context(
-                run_id=run_id, node_id=i + 1, node_config={"partition-id": i, "num-partitions": num_nodes},
+            1000 + num_nodes - i: Context(
+                run_id=run_id, node_id=1000 + num_nodes - i, node_config={"partition-id": i, "num-partitions": num_nodes},
                 state=RecordDict(), run_config={},
             )
             for i in range(num_nodes)

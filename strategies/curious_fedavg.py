@@ -38,7 +38,9 @@ def _no_metric_average(records: list, weighted_by_key: str) -> MetricRecord:  # 
 class CuriousFedAvg(FedAvg):
     """Honest FedAvg / FedSGD aggregation plus recording of victim updates."""
 
-    def __init__(self, config: ExperimentConfig, recorder: UpdateRecorder, param_names: list[str]) -> None:
+    def __init__(
+        self, config: ExperimentConfig, recorder: UpdateRecorder, param_names: list[str], node_partitions: dict[int, int]
+    ) -> None:
         fed = config.federation
         super().__init__(
             fraction_train=fed.fraction_train, fraction_evaluate=0.0, min_train_nodes=fed.min_train_clients,
@@ -46,6 +48,8 @@ class CuriousFedAvg(FedAvg):
         )
         self.config, self.recorder = config, recorder
         self.param_names = param_names
+        self.node_partitions = node_partitions
+        """SuperNode id -> its ``partition-id`` (from its node config, asked once at start)."""
         self._sent: Tensors = {}
         self.round_info: dict[int, dict[str, Any]] = {}
 
@@ -56,29 +60,29 @@ class CuriousFedAvg(FedAvg):
         self.round_info[server_round] = {"started": time.time()}
         config[CONFIG_KEY] = self.config.to_json()  # clients read the run's resolved config from here
         config["server-round"] = server_round
-        nodes = sorted(grid.get_node_ids())
-        if len(nodes) == self.config.federation.num_clients:  # one SuperNode per client: Flower's own sampling
+        if len(self.node_partitions) == self.config.federation.num_clients:  # one SuperNode per client
             return super().configure_train(server_round, arrays, config, grid)
-        return self._virtual_clients(server_round, arrays, config, nodes)
+        return self._virtual_clients(server_round, arrays, config)
 
-    def _virtual_clients(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, nodes: list[int]
-    ) -> list[Message]:
-        """More clients than SuperNodes: client ``p`` trains on node ``p mod N`` (seeded sampling).
+    def _virtual_clients(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> list[Message]:
+        """More clients than SuperNodes: client ``p`` trains on the node whose partition-id is ``p mod N``.
 
         Each message names the partition it must train; a node hosts the same
         clients every round, so client state (error feedback) stays on one node.
+        Sampling is seeded by (seed, round).
         """
+        host = {partition: node for node, partition in self.node_partitions.items()}
+        nodes = len(host)
         fed = self.config.federation
         count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
         rng = np.random.default_rng([self.config.seed, server_round])
         chosen = sorted(int(p) for p in rng.choice(fed.num_clients, size=count, replace=False))
-        log(INFO, "configure_train: %d of %d clients on %d SuperNodes", count, fed.num_clients, len(nodes))
+        log(INFO, "configure_train: %d of %d clients on %d SuperNodes", count, fed.num_clients, nodes)
         messages = []
         for pid in chosen:
             per_client = ConfigRecord({**dict(config), PARTITION_KEY: pid})
             content = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: per_client})
-            messages.append(Message(content, nodes[pid % len(nodes)], MessageType.TRAIN))
+            messages.append(Message(content, host[pid % nodes], MessageType.TRAIN))
         return messages
 
     def aggregate_train(

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
@@ -39,7 +39,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
     if config.resources.threads:
         torch.set_num_threads(config.resources.threads)
     setup = prepare(config)  # fails fast on bad data/partition/model settings
-    _check_nodes(grid, config)
+    node_partitions = discover_nodes(grid, config)
     run = RunDirectory.create(config, out)
     log(INFO, "fl-privacy: run directory %s", run.root)
     device = resolve_device(config.resources.device)
@@ -56,7 +56,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
                 "labels": [setup.train.labels[s].tolist() for s in steps]}
 
     recorder = UpdateRecorder(config, run, ground_truth, attack=_attack_hook(setup, run, device))
-    strategy = CuriousFedAvg(config, recorder, param_names)
+    strategy = CuriousFedAvg(config, recorder, param_names, node_partitions)
     started = time.time()
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -125,10 +125,12 @@ def _attack_means(victims: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def _check_nodes(grid: Grid, config: ExperimentConfig, wait: float = 30.0, settle: float = 3.0) -> int:
-    """Wait until every client has a SuperNode, or until the node count has not changed for ``settle`` s.
+def discover_nodes(grid: Grid, config: ExperimentConfig, wait: float = 30.0, settle: float = 3.0) -> dict[int, int]:
+    """SuperNode id -> partition-id, asked from each node's config once (a Flower query message).
 
-    With fewer nodes than clients, each node hosts several clients (client p trains on node p mod N).
+    Waits until every client has a SuperNode or the node count has not changed
+    for ``settle`` s. With fewer nodes than clients, the node with partition-id
+    ``i`` hosts clients ``p`` with ``p mod N == i``.
     """
     want = config.federation.num_clients
     deadline, last_change, count = time.time() + wait, time.time(), 0
@@ -141,9 +143,20 @@ def _check_nodes(grid: Grid, config: ExperimentConfig, wait: float = 30.0, settl
         time.sleep(0.2)
     if not count:
         raise ConfigError("no SuperNode connected: start the simulation with num-supernodes >= 1")
+    if count > want:
+        raise ConfigError(f"{count} SuperNodes for federation.num_clients={want}: use at most {want} SuperNodes")
+    queries = [Message(RecordDict(), node, MessageType.QUERY) for node in grid.get_node_ids()]
+    mapping = {}
+    for reply in grid.send_and_receive(queries, timeout=config.federation.round_timeout):
+        if reply.has_error():
+            raise RuntimeError(f"SuperNode {reply.metadata.src_node_id} failed to describe itself: {reply.error.reason}")
+        mapping[reply.metadata.src_node_id] = int(reply.content["node"]["partition-id"])
+    if sorted(mapping.values()) != list(range(len(mapping))):
+        raise RuntimeError(f"SuperNodes report partition ids {sorted(mapping.values())}, expected 0..{len(mapping) - 1}")
     if count != want:
-        log(INFO, "fl-privacy: %d clients on %d SuperNodes (client p trains on node p mod %d)", want, count, count)
-    return count
+        log(INFO, "fl-privacy: %d clients on %d SuperNodes (client p trains on the node with partition-id p mod %d)",
+            want, count, count)
+    return mapping
 
 
 def _round_line(record: dict[str, Any]) -> str:
