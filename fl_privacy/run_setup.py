@@ -77,6 +77,9 @@ def _check_attack_size(config: ExperimentConfig, partitions: tuple[np.ndarray, .
     """An attack on thousands of images would run for days: refuse before round 1."""
     if config.attack.name == "none":
         return
+    from fl_privacy.attacks.runner import gia_config
+
+    gia_config(config)  # preset, overrides and the knowledge they need
     victims = config.attack.victim_ids if config.attack.victim_ids is not None else range(len(partitions))
     worst = max((images_per_update(config, len(partitions[v])), v) for v in victims)
     if worst[0] > config.attack.max_images:

@@ -119,3 +119,15 @@ def test_cli_attack(tmp_path, capsys):
                      "--out", str(tmp_path / "cli")])
     assert code == 0 and "PSNR" in capsys.readouterr().out
     assert cli_main(["attack", "--set=attack.name=none"]) == 2
+
+
+def test_granted_labels_are_used_and_missing_knowledge_fails_fast():
+    from fl_privacy.attacks.runner import gia_config
+
+    granted = build_config({}, {**ATTACKED, "attack.name": "inverting_gradients", "attack.threat.labels": True})
+    assert gia_config(granted).labels == "known"
+    assert gia_config(build_config({}, {**ATTACKED, "attack.name": "inverting_gradients"})).labels == "infer"
+    with pytest.raises(ConfigError, match="bn_statistics"):
+        prepare(build_config({}, {**ATTACKED, "attack.name": "see_through_gradients"}))
+    with pytest.raises(ConfigError, match="does not grant labels"):
+        prepare(build_config({}, {**ATTACKED, "attack.name": "inverting_gradients", "attack.gia.labels": "known"}))

@@ -24,13 +24,29 @@ ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc
 
 
 def gia_config(config: ExperimentConfig):  # noqa: ANN201
-    """The preset named by ``attack.name`` with ``attack.gia.*`` overrides and the run's seed."""
+    """The preset named by ``attack.name`` with ``attack.gia.*`` overrides and the run's seed.
+
+    When the threat level grants the labels, a preset that would infer them uses
+    them instead. Knowledge a preset needs but the threat level does not grant
+    (labels forced to "known", BN statistics for the BN prior) is a config error.
+    """
     from fl_privacy.attacks.gia import preset
 
+    overrides = config.attack.gia.overrides()
+    threat = config.attack.threat
     try:
-        return preset(config.attack.name, seed=config.seed, **config.attack.gia.overrides())
+        cfg = preset(config.attack.name, seed=config.seed, **overrides)
+        if threat.labels and "labels" not in overrides and cfg.labels == "infer":
+            cfg = preset(config.attack.name, seed=config.seed, **{**overrides, "labels": "known"})
     except ValueError as err:
         raise ConfigError(f"attack: {err}") from None
+    if cfg.labels == "known" and not threat.labels:
+        raise ConfigError("attack.gia.labels is 'known' but the threat level does not grant labels: "
+                          "set attack.threat.labels=true or use labels 'infer'")
+    if cfg.bn > 0 and not threat.bn_statistics:
+        raise ConfigError(f"attack '{config.attack.name}' matches BatchNorm statistics (bn={cfg.bn}) but the threat "
+                          "level does not grant them: set attack.threat.bn_statistics=true or attack.gia.bn=0")
+    return cfg
 
 
 def attack_update(
