@@ -1,0 +1,164 @@
+"""Additive-noise defenses ("gaussian", "laplace") and the random-number helpers of this package.
+
+Perturbation (P) is one of the SoK's four post-processing defenses (Du et al. 2024, seed
+002 §6, after Naseri et al. [82]); seed 004 (GradDefense, Wang et al.) uses Gaussian and
+Laplace noise as its DP-G / DP-L baselines ("noise variance 1e-2").
+
+Randomness: every draw comes from ``context.generator`` (seeded per client and round by
+the client). Noise is drawn on the CPU with that generator and then moved to the update's
+device, so a defended update is bit-for-bit the same whether the client runs on CPU or
+CUDA (the cost is one host-to-device copy per tensor).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fl_privacy.defenses.accounting import check_int, check_number, epsilon_for, noise_multiplier_for
+from fl_privacy.defenses.base import Defense, DefenseContext, Update, register_defense
+from fl_privacy.defenses.clipping import clip_by_global_norm
+
+__all__ = ["GaussianNoise", "LaplaceNoise", "standard_laplace", "standard_normal", "uniform01"]
+
+
+# --------------------------------------------------------------------- random helpers
+
+
+def _draw_dtype(like: torch.Tensor) -> torch.dtype:
+    return torch.float64 if like.dtype == torch.float64 else torch.float32
+
+
+def standard_normal(shape: tuple[int, ...] | torch.Size, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """N(0, 1) samples of ``shape`` drawn on the CPU from ``generator``, on ``like``'s device and dtype."""
+    draw = torch.randn(tuple(shape), generator=generator, dtype=_draw_dtype(like))
+    return draw.to(device=like.device, dtype=like.dtype)
+
+
+def uniform01(shape: tuple[int, ...] | torch.Size, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """U[0, 1) samples drawn on the CPU from ``generator``, on ``like``'s device (float32/float64)."""
+    draw = torch.rand(tuple(shape), generator=generator, dtype=_draw_dtype(like))
+    return draw.to(device=like.device)
+
+
+def standard_laplace(shape: tuple[int, ...] | torch.Size, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """Laplace(0, 1) samples: the difference of two independent Exp(1) draws (variance 2)."""
+    pair = torch.empty((2, *tuple(shape)), dtype=_draw_dtype(like)).exponential_(1.0, generator=generator)
+    return (pair[0] - pair[1]).to(device=like.device, dtype=like.dtype)
+
+
+# ----------------------------------------------------------------------------- gaussian
+
+
+@register_defense
+class GaussianNoise(Defense):
+    """Add N(0, std^2) to every element of the update (DP-G; client-level DP-FedAvg when clipped).
+
+    Two ways to configure it:
+
+    * ``std`` (>= 0), optionally with ``clip`` (> 0) and ``delta``: clip the whole update to
+      L2 norm ``clip`` first (if given), then add noise of standard deviation ``std``.
+    * ``clip``, ``epsilon``, ``delta``, ``rounds``, ``sample_rate``: calibrate to a target
+      (epsilon, delta). As in client-level DP-FedAvg (McMahan et al. 2018, "Learning
+      differentially private recurrent language models", Alg. 1; the SoK's [81]) the whole
+      update is clipped to L2 norm ``clip`` and the noise std is ``noise_multiplier * clip``,
+      with the noise multiplier from Opacus' ``get_noise_multiplier`` (RDP accountant) for
+      ``steps = rounds`` and ``sample_rate`` = sampled clients / total clients.
+
+    ``privacy(rounds, sample_rate)`` reports ``{"epsilon", "delta", "noise_multiplier"}``: the
+    epsilon of the noise multiplier actually used (``std / clip``) for the run's own rounds and
+    sample rate, via Opacus' RDP accountant (``accounting.epsilon_for``); it is None when there is no clipping (no sensitivity bound,
+    hence no guarantee) or no ``delta``.
+
+    Notes on the guarantee: here each client noises its own clipped update before sending it,
+    so the curious server sees every individual update with noise ``std`` (a local-DP style
+    release of one client's update, sensitivity ``clip`` under add/remove of that client).
+    The accounting is the standard central one for the aggregate, and it assumes the
+    server sums (or uniformly averages) the clipped updates; an aggregation weighted by
+    ``num_examples`` changes the sensitivity (McMahan et al. 2018 bound the weights).
+    """
+
+    name = "gaussian"
+
+    def __init__(
+        self,
+        *,
+        std: float | None = None,
+        clip: float | None = None,
+        epsilon: float | None = None,
+        delta: float | None = None,
+        rounds: int | None = None,
+        sample_rate: float | None = None,
+    ) -> None:
+        owner = self.name
+        given = {"std": std, "clip": clip, "epsilon": epsilon, "delta": delta, "rounds": rounds,
+                 "sample_rate": sample_rate}
+        self.clip = None if clip is None else check_number(owner, "clip", clip, low=0.0, low_open=True)
+        self.delta = None if delta is None else check_number(owner, "delta", delta, low=0.0, high=1.0,
+                                                             low_open=True, high_open=True)
+        if (std is None) == (epsilon is None):
+            raise ValueError(
+                f"{owner}: give either 'std' (optionally with 'clip' and 'delta') or "
+                f"'epsilon' with 'clip', 'delta', 'rounds' and 'sample_rate' (got std={std!r}, epsilon={epsilon!r})"
+            )
+        if std is not None:
+            extra = [k for k in ("rounds", "sample_rate") if given[k] is not None]
+            if extra:
+                raise ValueError(f"{owner}: parameter(s) {extra} only calibrate the 'epsilon' mode; "
+                                 "privacy(rounds, sample_rate) takes the run's own values")
+            self.std = check_number(owner, "std", std, low=0.0)
+            self.noise_multiplier = None if self.clip is None else self.std / self.clip
+        else:
+            missing = [k for k in ("clip", "delta", "rounds", "sample_rate") if given[k] is None]
+            if missing:
+                raise ValueError(f"{owner}: 'epsilon' needs parameter(s) {missing} as well")
+            eps = check_number(owner, "epsilon", epsilon, low=0.0, low_open=True)
+            steps = check_int(owner, "rounds", rounds, low=1)
+            q = check_number(owner, "sample_rate", sample_rate, low=0.0, high=1.0, low_open=True)
+            assert self.clip is not None and self.delta is not None
+            self.noise_multiplier = noise_multiplier_for(eps, self.delta, q, steps)
+            self.std = self.noise_multiplier * self.clip
+        super().__init__(**{k: v for k, v in given.items() if v is not None})
+
+    def apply(self, update: Update, context: DefenseContext) -> Update:
+        if self.clip is not None:
+            update = clip_by_global_norm(update, self.clip)
+        if self.std == 0.0:
+            return dict(update)
+        return {
+            k: (v + self.std * standard_normal(v.shape, context.generator, v) if v.is_floating_point() else v)
+            for k, v in update.items()
+        }
+
+    def privacy(self, rounds: int, sample_rate: float) -> dict[str, float] | None:
+        if self.noise_multiplier is None or self.delta is None:
+            return None
+        epsilon = epsilon_for(self.noise_multiplier, sample_rate, rounds, self.delta)
+        return {"epsilon": epsilon, "delta": self.delta, "noise_multiplier": self.noise_multiplier}
+
+
+# ------------------------------------------------------------------------------ laplace
+
+
+@register_defense
+class LaplaceNoise(Defense):
+    """Add Laplace(0, b) noise (b = ``scale`` >= 0, std = sqrt(2) * b) to every element (DP-L).
+
+    Seed 004's DP-L baseline. Without clipping the update has no bounded sensitivity, so
+    this gives NO formal differential-privacy guarantee (``privacy`` returns None); Plato's
+    "epsilon" for its Laplace DP is really this scale (``shared/docs/REFERENCES.md``).
+    Samples: the difference of two Exp(1) draws from ``context.generator``.
+    """
+
+    name = "laplace"
+
+    def __init__(self, *, scale: float) -> None:
+        self.scale = check_number(self.name, "scale", scale, low=0.0)
+        super().__init__(scale=scale)
+
+    def apply(self, update: Update, context: DefenseContext) -> Update:
+        if self.scale == 0.0:
+            return dict(update)
+        return {
+            k: (v + self.scale * standard_laplace(v.shape, context.generator, v) if v.is_floating_point() else v)
+            for k, v in update.items()
+        }
