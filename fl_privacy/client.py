@@ -13,7 +13,7 @@ import torch
 
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.data import ImageData
-from fl_privacy.defenses import DefenseContext, build_pipeline
+from fl_privacy.defenses import DefenseContext, build_pipeline, dense_bytes
 from fl_privacy.training import local_update
 
 Tensors = dict[str, torch.Tensor]
@@ -25,6 +25,8 @@ class ClientReply:
     """Same keys and order as the global state: gradients + buffers (FedSGD) or weights + buffers (FedAvg)."""
     num_examples: int
     train_loss: float
+    payload_bytes: int
+    """What the client would put on the wire for its update (compressed encodings count less)."""
 
 
 def client_update(
@@ -49,6 +51,7 @@ def client_update(
     else:
         update = {k: v - global_state[k].to(v.device) for k, v in result.shared.items()}
     pipeline = build_pipeline(config.defenses)
+    payload = dense_bytes(update)
     if len(pipeline):
         model.load_state_dict(global_state)  # defenses see the global model, not the trained one
         inputs, labels = data.batch(np.unique(np.concatenate(steps)), normalize=config.data.normalize, device=device)
@@ -58,8 +61,9 @@ def client_update(
             generator=torch.Generator().manual_seed(seed), state=state,
         )
         update = pipeline(update, context)
+        payload = pipeline.payload_bytes(update)
     if result.kind == "weights":
         update = {k: global_state[k].to(v.device) + v for k, v in update.items()}
     sent = {**update, **result.buffers}
     arrays = {k: sent[k].detach().cpu() for k in global_state}
-    return ClientReply(arrays, result.num_examples, result.train_loss)
+    return ClientReply(arrays, result.num_examples, result.train_loss, payload)

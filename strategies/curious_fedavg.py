@@ -21,6 +21,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from fl_privacy.aggregation import WeightedMean
 from fl_privacy.config import ExperimentConfig
+from fl_privacy.defenses import build_pipeline, dense_bytes
 from fl_privacy.recording import RecordedUpdate, UpdateRecorder
 from fl_privacy.training import apply_gradient
 
@@ -49,6 +50,7 @@ class CuriousFedAvg(FedAvg):
         self.config, self.recorder = config, recorder
         self.param_names = param_names
         self.node_partitions = node_partitions
+        self.pipeline = build_pipeline(config.defenses)
         """SuperNode id -> its ``partition-id`` (from its node config, asked once at start)."""
         self._sent: Tensors = {}
         self.round_info: dict[int, dict[str, Any]] = {}
@@ -63,6 +65,19 @@ class CuriousFedAvg(FedAvg):
         if len(self.node_partitions) == self.config.federation.num_clients:  # one SuperNode per client
             return super().configure_train(server_round, arrays, config, grid)
         return self._virtual_clients(server_round, arrays, config)
+
+    def _server_step(self, aggregated: Tensors, num_clients: int) -> Tensors:
+        """Server-side help of defenses that need it (GradDefense's compensation), on the aggregated update."""
+        if not self.pipeline.needs_server:
+            return aggregated
+        if self.config.training.algorithm == "fedsgd":
+            update = {k: aggregated[k] for k in self.param_names}
+        else:
+            update = {k: aggregated[k] - self._sent[k] for k in self.param_names}
+        update = self.pipeline.server_step(update, num_clients)
+        if self.config.training.algorithm == "fedavg":
+            update = {k: self._sent[k] + v for k, v in update.items()}
+        return {**aggregated, **update}
 
     def _virtual_clients(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> list[Message]:
         """More clients than SuperNodes: client ``p`` trains on the node whose partition-id is ``p mod N``.
@@ -93,7 +108,7 @@ class CuriousFedAvg(FedAvg):
         Victim candidates (at most ``attack.victims`` of them, lowest partition ids
         first) are the only updates kept until the stream ends.
         """
-        mean, loss, pids, failures = WeightedMean(), 0.0, [], 0
+        mean, loss, pids, failures, payload = WeightedMean(), 0.0, [], 0, 0.0
         candidates: dict[int, tuple[Tensors, int]] = {}
         for message in replies:
             if message.has_error():
@@ -110,6 +125,7 @@ class CuriousFedAvg(FedAvg):
             mean.add(received, weight)
             loss += weight * float(metrics["train-loss"])
             pids.append(pid)
+            payload += float(metrics["payload-bytes"])
             if self.recorder.wants(server_round, pid):
                 candidates[pid] = (received, int(weight))
                 candidates = self.recorder.keep_lowest(server_round, candidates)
@@ -121,7 +137,7 @@ class CuriousFedAvg(FedAvg):
                 self.config, server_round, pid, self._sent, received, self.param_names, weight))
             for pid, (received, weight) in sorted(candidates.items())
         ]
-        aggregated = mean.result()
+        aggregated = self._server_step(mean.result(), len(pids))
         if self.config.training.algorithm == "fedsgd":  # clients sent gradients: the server takes the SGD step
             aggregated = {**apply_gradient(self._sent, aggregated, self.config.training.lr),
                           **{k: v for k, v in aggregated.items() if k not in self.param_names}}
@@ -130,5 +146,7 @@ class CuriousFedAvg(FedAvg):
         self.round_info[server_round].update(
             train_loss=train_loss, clients=len(pids), failures=failures, partitions=sorted(pids),
             recorded=[r["partition_id"] for r in recorded], victims=recorded,
+            payload_kib=payload / len(pids) / 1024,
+            compression=dense_bytes({k: self._sent[k] for k in self.param_names}) * len(pids) / payload,
         )
         return ArrayRecord(aggregated), MetricRecord({"train-loss": train_loss, "clients": len(pids)})

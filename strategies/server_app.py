@@ -18,6 +18,7 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config
+from fl_privacy.defenses import build_pipeline
 from fl_privacy.evaluation import evaluate_model
 from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
 from fl_privacy.reporting import RunDirectory, write_summary
@@ -68,7 +69,8 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
             record.update(evaluate_model(model, test, test_idx, config.evaluation.batch_size,
                                          config.data.normalize, device))
         if server_round:
-            record.update({k: info.get(k) for k in ("train_loss", "clients", "failures", "partitions", "recorded")})
+            record.update({k: info.get(k) for k in ("train_loss", "clients", "failures", "partitions", "recorded",
+                                                    "payload_kib", "compression")})
             record["round_seconds"] = time.time() - info.get("started", started)
             record["victims"] = info.get("victims", [])
             record.update(_attack_means(record["victims"]))
@@ -84,7 +86,11 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
         timeout=config.federation.round_timeout,
         evaluate_fn=evaluate,
     )
-    run.write_json("final.json", {"finished": True, "seconds": time.time() - started})
+    guarantee = build_pipeline(config.defenses).privacy(config.federation.rounds, config.federation.fraction_train)
+    run.write_json("final.json", {"finished": True, "seconds": time.time() - started, "privacy": guarantee})
+    if guarantee:
+        log(INFO, "fl-privacy: client-level DP after %d rounds: epsilon %.3f at delta %g",
+            config.federation.rounds, guarantee["epsilon"], guarantee["delta"])
     log(INFO, "fl-privacy: finished in %.1f s; summary at %s", time.time() - started, run.root / "summary.md")
     return run
 
@@ -175,7 +181,9 @@ def _round_line(record: dict[str, Any]) -> str:
 def _notes(config: ExperimentConfig, run: RunDirectory) -> list[str]:
     d, t, f = config.data, config.training, config.federation
     part = {"iid": "IID", "dirichlet": f"Dirichlet(alpha={d.alpha})", "classes": f"{d.classes_per_client} classes per client"}
-    defenses = ", ".join(s.name for s in config.defenses) or "none"
+    pipeline = build_pipeline(config.defenses)
+    defenses = "; ".join(str(d) for d in pipeline.describe()) or "none"
+    guarantee = pipeline.privacy(f.rounds, f.fraction_train)
     return [
         f"- data: {d.dataset}, {f.num_clients} clients, {part[d.partition]}",
         f"- model: {config.model.name} {config.model.options() or ''}".rstrip(),
@@ -184,6 +192,7 @@ def _notes(config: ExperimentConfig, run: RunDirectory) -> list[str]:
         + f", {f.rounds} rounds, seed {config.seed}",
         f"- defenses: {defenses}; attack: {config.attack.name} on rounds {config.attack.rounds}",
         f"- run directory: `{run.root}`",
-    ]
+    ] + ([f"- privacy: (ε = {guarantee['epsilon']:.3f}, δ = {guarantee['delta']:g}) after {f.rounds} rounds "
+          f"(Opacus RDP accountant, client sampling rate {f.fraction_train})"] if guarantee else [])
 
 

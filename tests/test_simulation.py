@@ -136,3 +136,24 @@ def test_cli_run_and_validate(tmp_path, tiny_overrides, capsys):
     assert "# ok: mnist" in capsys.readouterr().out
     assert cli_main(["validate", "--set=training.lrr=0.1"]) == 2
     assert "did you mean 'training.lr'" in capsys.readouterr().err
+
+
+def test_defended_run_reports_payload_and_privacy(tmp_path, tiny_overrides):
+    defenses = [{"name": "gaussian", "clip": 1.0, "epsilon": 5.0, "delta": 1e-5, "rounds": 2, "sample_rate": 1.0},
+                {"name": "topk", "ratio": 0.1}]
+    _, run = _run(tmp_path, {**tiny_overrides, "defenses": defenses})
+    rounds = run.read_jsonl("rounds.jsonl")
+    assert rounds[1]["compression"] == pytest.approx(5.0, rel=0.01)  # 10% of the entries as value + int32 index
+    final = json.loads((run.root / "final.json").read_text())
+    assert final["privacy"]["epsilon"] == pytest.approx(5.0, rel=0.05) and final["privacy"]["delta"] == 1e-5
+    assert "ε = " in (run.root / "summary.md").read_text()
+
+
+def test_payload_of_a_pipeline_follows_its_last_encoding():
+    from fl_privacy.defenses import build_pipeline, dense_bytes
+
+    update = {"w": torch.randn(100, 10)}
+    dense = dense_bytes(update)
+    assert build_pipeline([{"name": "topk", "ratio": 0.1}]).payload_bytes(update) == dense // 5
+    assert build_pipeline([{"name": "topk", "ratio": 0.1}, {"name": "clip", "max_norm": 1.0}]).payload_bytes(update) == dense // 5
+    assert build_pipeline([{"name": "topk", "ratio": 0.1}, {"name": "gaussian", "std": 0.1}]).payload_bytes(update) == dense

@@ -41,6 +41,8 @@ class Defense:
     when: ClassVar[Literal["update"]] = "update"
     needs_server: ClassVar[bool] = False
     """True when the server must help (e.g. compensation after aggregation)."""
+    keeps_encoding: ClassVar[bool] = False
+    """True when applying the stage after an encoding one keeps that encoding (e.g. clipping only rescales)."""
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -94,12 +96,28 @@ class DefensePipeline:
         return len(self.stages)
 
     def payload_bytes(self, update: Update) -> int:
-        """Bytes on the wire: the last stage that encodes (sparse, low-rank, quantized) decides; else dense float32."""
-        for stage in reversed(self.stages):
-            size = stage.payload_bytes(update)
-            if size is not None:
-                return int(size)
-        return dense_bytes(update)
+        """Bytes on the wire for the final ``update``: the last encoding stage (sparse, low-rank, quantized)
+        decides unless a later stage densifies it again (noise does; clipping keeps it); else dense float32."""
+        size = dense_bytes(update)
+        for stage in self.stages:
+            encoded = stage.payload_bytes(update)
+            if encoded is not None:
+                size = int(encoded)
+            elif not stage.keeps_encoding:
+                size = dense_bytes(update)
+        return size
+
+    @property
+    def needs_server(self) -> bool:
+        return any(stage.needs_server for stage in self.stages)
+
+    def privacy(self, rounds: int, sample_rate: float) -> dict[str, float] | None:
+        """The formal guarantee of the first stage that has one (ε, δ), else None."""
+        for stage in self.stages:
+            guarantee = stage.privacy(rounds, sample_rate)
+            if guarantee is not None:
+                return guarantee
+        return None
 
     def server_step(self, aggregated: Update, num_clients: int) -> Update:
         for stage in self.stages:

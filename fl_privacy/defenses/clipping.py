@@ -70,6 +70,7 @@ class ClipDefense(Defense):
     """
 
     name = "clip"
+    keeps_encoding = True  # rescaling keeps sparsity, rank and the number of levels
 
     def __init__(self, *, max_norm: float, per_layer: bool = False) -> None:
         self.max_norm = check_number(self.name, "max_norm", max_norm, low=0.0, low_open=True)

@@ -16,6 +16,8 @@ _COLUMNS = [
     ("clients", "clients", "{}"),
     ("recorded", "recorded victims", "{}"),
     ("round_seconds", "round s", "{:.1f}"),
+    ("payload_kib", "KiB sent/client", "{:.1f}"),
+    ("compression", "compression x", "{:.1f}"),
 ]
 _ATTACK_COLUMNS = [
     ("attack_psnr_mean", "attack PSNR dB", "{:.2f}"),
