@@ -1,0 +1,292 @@
+"""Membership audit of a (global) model: balanced audit set, threshold attacks, LiRA and RMIA offline.
+
+Protocol (Carlini et al. 2022, "Membership inference attacks from first principles",
+§III; LeakPro and ML Privacy Meter follow it): the audit set holds as many members as
+non-members, drawn from one distribution; each attack gives a per-example score;
+results are ROC curves with TPR at 1% and 0.1% FPR (``evaluation.roc_metrics``).
+Everything an attack calibrates on (thresholds, reference models, RMIA's population
+samples) comes from a REFERENCE POOL disjoint from the audit set.
+
+Estimators (``p_θ(x)`` = softmax probability of the true class under model θ,
+``φ_θ(x) = log(p / (1 - p))``, ``R`` = reference models, all OUT for audited x):
+
+* Threshold attacks (seed paper §2.3; ``threshold.py``): ``member ⟺ s(x) ≥ τ``, τ
+  fitted on a shadow model (the first reference model) on its IN and OUT reference
+  examples. ROC metrics use the raw scores; ``balanced_accuracy_at_threshold`` is the
+  fitted τ's balanced accuracy on the audit set (comparable to the seed's Table 2).
+* LiRA offline (Carlini et al. 2022, §IV-C): ``μ(x) = mean_{r∈R} φ_r(x)``; σ² either
+  per example or GLOBAL (default; the pooled within-example variance
+  ``Σ_x Σ_r (φ_r(x) - μ(x))² / (|X|(|R| - 1))``; with a single reference model the
+  variance of all its φ values, as Carlini et al.'s ``fix_variance`` code). One-sided
+  test: ``Λ(x) = Pr[Z ≤ φ_target(x)], Z ~ N(μ(x), σ²)``, reported as
+  ``log Φ((φ_target(x) - μ(x)) / σ)`` (same ranking, no saturation at 1).
+* RMIA offline (Zarifzadeh et al. 2024, "Low-Cost High-Power Membership Inference
+  Attacks", §3 and App. on offline RMIA): ``Pr(x) = ½[(1 + a)·mean_{r∈R} p_r(x) + (1 - a)]``
+  with a = 0.3, ``ratio(x) = p_target(x) / Pr(x)``, and the score is the fraction of
+  population samples z (reference data seen by neither the target nor any reference
+  model) with ``ratio(x) / ratio(z) ≥ γ`` (γ = 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import norm
+
+from fl_privacy.attacks.mia.evaluation import roc_metrics
+from fl_privacy.attacks.mia.reference import train_reference_models
+from fl_privacy.attacks.mia.scores import confidence, logit_scaled_confidence, model_outputs
+from fl_privacy.attacks.mia.threshold import THRESHOLD_SCORES, ThresholdAttack, check_disjoint
+from fl_privacy.data import ImageData
+
+ATTACKS: tuple[str, ...] = (*THRESHOLD_SCORES, "lira_offline", "rmia_offline")
+
+
+# ----------------------------------------------------------------------------- audit set
+def audit_split(
+    member_pool: Sequence[int] | np.ndarray,
+    nonmember_pool: Sequence[int] | np.ndarray,
+    size: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A balanced audit set: ``size // 2`` members and as many non-members, shuffled.
+
+    ``member_pool``: examples the target trained on; ``nonmember_pool``: examples from
+    the SAME distribution it did not see (e.g. held-out training-split examples).
+    Returns ``(indices, is_member)``.
+    """
+    members = np.unique(np.asarray(member_pool, dtype=np.int64))
+    nonmembers = np.unique(np.asarray(nonmember_pool, dtype=np.int64))
+    if size < 2 or size % 2:
+        raise ValueError(f"size must be an even number ≥ 2, got {size}")
+    common = np.intersect1d(members, nonmembers)
+    if common.size:
+        raise ValueError(f"{common.size} example(s) are in both the member and the non-member pool")
+    half = size // 2
+    if half > len(members) or half > len(nonmembers):
+        raise ValueError(f"size {size} needs {half} of each, pools hold {len(members)} and {len(nonmembers)}")
+    rng = np.random.default_rng(seed)
+    chosen = np.concatenate([rng.choice(members, half, replace=False), rng.choice(nonmembers, half, replace=False)])
+    is_member = np.r_[np.ones(half, bool), np.zeros(half, bool)]
+    order = rng.permutation(size)
+    return chosen[order], is_member[order]
+
+
+def combine_splits(first: ImageData, second: ImageData) -> tuple[ImageData, int]:
+    """One ``ImageData`` holding both splits (e.g. train then test), and the offset of the second.
+
+    Index sets of the audit must index one array so disjointness can be checked;
+    use this when non-members or the reference pool come from the other split.
+    """
+    if first.shape != second.shape or first.classes != second.classes:
+        raise ValueError("splits differ in image shape or classes")
+    combined = ImageData(
+        name=first.name, images=np.concatenate([np.asarray(first.images), np.asarray(second.images)]),
+        labels=np.concatenate([first.labels, second.labels]), classes=first.classes, mean=first.mean,
+        std=first.std, source=f"{first.source}+{second.source}",
+    )
+    return combined, len(first)
+
+
+# ----------------------------------------------------------------------------- estimators
+def lira_offline_scores(
+    target_phi: np.ndarray, out_phi: np.ndarray, global_variance: bool = True, min_std: float = 1e-6
+) -> np.ndarray:
+    """Offline LiRA (Carlini et al. 2022): one-sided Gaussian test against the OUT distribution.
+
+    ``target_phi``: (N,) logit-scaled confidences of the target; ``out_phi``:
+    (n_models, N) those of OUT reference models. Returns ``log Φ((φ - μ) / σ)``
+    (higher = more likely member).
+    """
+    target = np.asarray(target_phi, dtype=np.float64).reshape(-1)
+    out = np.asarray(out_phi, dtype=np.float64)
+    if out.ndim != 2 or out.shape[1] != len(target):
+        raise ValueError(f"out_phi must be (n_models, {len(target)}), got {out.shape}")
+    n_models = out.shape[0]
+    mu = out.mean(0)
+    if n_models == 1:
+        std = np.full_like(mu, out.std())
+    elif global_variance:
+        std = np.full_like(mu, np.sqrt(((out - mu) ** 2).sum() / (out.shape[1] * (n_models - 1))))
+    else:
+        std = out.std(0, ddof=1)
+    return norm.logcdf((target - mu) / np.maximum(std, min_std))
+
+
+def rmia_offline_scores(
+    target_p_x: np.ndarray,
+    ref_p_x: np.ndarray,
+    target_p_z: np.ndarray,
+    ref_p_z: np.ndarray,
+    a: float = 0.3,
+    gamma: float = 1.0,
+) -> np.ndarray:
+    """Offline RMIA (Zarifzadeh et al. 2024): share of population z that x dominates by factor γ.
+
+    ``*_p_*``: true-class probabilities; ``ref_*`` have shape (n_models, n) and come
+    from OUT reference models. ``Pr(·) = ½[(1 + a)·mean_ref + (1 - a)]``,
+    ``score(x) = |{z : (p(x)/Pr(x)) / (p(z)/Pr(z)) ≥ γ}| / |Z|``. The score moves in
+    steps of 1/|Z|: with few z, the most member-like examples all tie at 1 and the TPR
+    at low FPR collapses, so use hundreds of z or more when that metric matters.
+    """
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"a must be in [0, 1], got {a}")
+
+    def log_ratio(p_target: np.ndarray, p_ref: np.ndarray) -> np.ndarray:
+        p_target = np.asarray(p_target, dtype=np.float64).reshape(-1)
+        p_ref = np.asarray(p_ref, dtype=np.float64)
+        if p_ref.ndim != 2 or p_ref.shape[1] != len(p_target):
+            raise ValueError(f"reference probabilities must be (n_models, {len(p_target)}), got {p_ref.shape}")
+        marginal = 0.5 * ((1 + a) * p_ref.mean(0) + (1 - a))
+        return np.log(np.maximum(p_target, 1e-300)) - np.log(np.maximum(marginal, 1e-300))
+
+    lx, lz = log_ratio(target_p_x, ref_p_x), np.sort(log_ratio(target_p_z, ref_p_z))
+    if len(lz) == 0:
+        raise ValueError("RMIA needs population samples z")
+    # ratio_x / ratio_z ≥ γ  ⟺  log ratio_z ≤ log ratio_x - log γ
+    return np.searchsorted(lz, lx - np.log(gamma), side="right") / len(lz)
+
+
+# ----------------------------------------------------------------------------- the audit
+@dataclass
+class MIAConfig:
+    """Reference-model training (should mirror the target's) and attack settings."""
+
+    n_reference_models: int = 4
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    seed: int = 0
+    attacks: tuple[str, ...] = ATTACKS
+    lira_global_variance: bool = True
+    rmia_a: float = 0.3
+    rmia_gamma: float = 1.0
+    rmia_population: int = 500
+    """Population samples z for RMIA, held out of the reference pool (capped at a quarter of it)."""
+    eval_batch_size: int = 256
+    normalize: bool = True
+
+
+def run_global_mia(
+    model: torch.nn.Module,
+    data: ImageData,
+    members: Sequence[int] | np.ndarray,
+    nonmembers: Sequence[int] | np.ndarray,
+    reference_pool: Sequence[int] | np.ndarray,
+    model_factory: Callable[[], torch.nn.Module] | None = None,
+    config: MIAConfig | None = None,
+    device: str | torch.device = "cpu",
+    reference_models: list[tuple[torch.nn.Module, np.ndarray]] | None = None,
+) -> dict[str, Any]:
+    """Audit ``model``: which of ``members`` ∪ ``nonmembers`` (indices of ``data``) did it train on?
+
+    ``reference_pool``: indices of ``data`` from the same distribution, disjoint from
+    the audit set (and, for RMIA's population samples, from the target's training
+    set); reference models are trained on halves of it with ``model_factory`` (or
+    passed as ``reference_models``, ``[(model, in_indices)]``, to reuse them across
+    audits). Returns ``{"attacks": {name: roc_metrics(...)}, "scores": {name: array},
+    "indices", "is_member", "reference": {...}, "config": {...}}``; threshold attacks
+    add ``threshold``, ``reference_balanced_accuracy`` and
+    ``balanced_accuracy_at_threshold`` (the fitted τ on the audit set).
+    """
+    cfg = config or MIAConfig()
+    unknown = sorted(set(cfg.attacks) - set(ATTACKS))
+    if unknown:
+        raise ValueError(f"unknown attack(s) {unknown}; choices: {list(ATTACKS)}")
+    members = np.asarray(members, dtype=np.int64)
+    nonmembers = np.asarray(nonmembers, dtype=np.int64)
+    if np.intersect1d(members, nonmembers).size:
+        raise ValueError("members and nonmembers overlap")
+    audit = np.concatenate([members, nonmembers])
+    is_member = np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)]
+    pool = np.unique(np.asarray(reference_pool, dtype=np.int64))
+    check_disjoint(audit, reference_pool=pool)
+
+    rng = np.random.default_rng(cfg.seed)
+    if reference_models is None:
+        if model_factory is None:
+            raise ValueError("give model_factory (to train reference models) or reference_models")
+        n_z = min(cfg.rmia_population, len(pool) // 4) if "rmia_offline" in cfg.attacks else 0
+        shuffled = rng.permutation(pool)
+        train_pool = np.sort(shuffled[n_z:])
+        reference_models = train_reference_models(
+            model_factory, data, train_pool, cfg.n_reference_models, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed,
+            device, momentum=cfg.momentum, weight_decay=cfg.weight_decay, normalize=cfg.normalize,
+        )
+    if not reference_models:
+        raise ValueError("no reference models")
+    for _, in_idx in reference_models:
+        check_disjoint(audit, reference_training=in_idx)
+        if np.setdiff1d(in_idx, pool).size:
+            raise ValueError("a reference model trained on examples outside reference_pool")
+    trained_on = np.unique(np.concatenate([in_idx for _, in_idx in reference_models]))
+    population = np.setdiff1d(pool, trained_on)  # seen by no reference model
+    if "rmia_offline" in cfg.attacks:
+        if len(population) == 0:
+            raise ValueError("RMIA needs reference-pool examples that no reference model trained on")
+        population = np.sort(rng.permutation(population)[: cfg.rmia_population])
+    else:
+        population = population[:0]
+
+    def logits(m: torch.nn.Module, idx: np.ndarray) -> torch.Tensor:
+        return model_outputs(m, data, idx, device, cfg.eval_batch_size, cfg.normalize)
+
+    labels_audit, labels_z = data.labels[audit], data.labels[population]
+    target_logits = logits(model, audit)
+    results: dict[str, dict[str, Any]] = {}
+    scores: dict[str, np.ndarray] = {}
+
+    # --- global-threshold attacks, τ from the shadow (first reference) model's IN/OUT reference data
+    shadow, shadow_in = reference_models[0]
+    shadow_out = np.setdiff1d(pool, shadow_in)
+    for name in (a for a in cfg.attacks if a in THRESHOLD_SCORES):
+        attack = ThresholdAttack(name).fit_shadow(
+            shadow, data, shadow_in, shadow_out, audit_indices=audit, device=device, batch_size=cfg.eval_batch_size
+        )
+        s = attack.signal(target_logits, labels_audit)
+        scores[name] = s
+        results[name] = roc_metrics(s, is_member)
+        results[name].update(
+            threshold=attack.threshold_, reference_balanced_accuracy=attack.reference_balanced_accuracy_,
+            balanced_accuracy_at_threshold=attack.score(s, is_member),
+        )
+
+    # --- LiRA / RMIA offline: every reference model is OUT for every audited example
+    if "lira_offline" in cfg.attacks or "rmia_offline" in cfg.attacks:
+        both = np.concatenate([audit, population])
+        ref_logits = [logits(m, both) for m, _ in reference_models]
+        labels_both = data.labels[both]
+        n = len(audit)
+        if "lira_offline" in cfg.attacks:
+            out_phi = np.stack([logit_scaled_confidence(z[:n], labels_audit) for z in ref_logits])
+            s = lira_offline_scores(logit_scaled_confidence(target_logits, labels_audit), out_phi,
+                                    cfg.lira_global_variance)
+            scores["lira_offline"] = s
+            results["lira_offline"] = roc_metrics(s, is_member)
+        if "rmia_offline" in cfg.attacks:
+            ref_p = np.stack([confidence(z, labels_both) for z in ref_logits])
+            s = rmia_offline_scores(
+                confidence(target_logits, labels_audit), ref_p[:, :n],
+                confidence(logits(model, population), labels_z), ref_p[:, n:], cfg.rmia_a, cfg.rmia_gamma,
+            )
+            scores["rmia_offline"] = s
+            results["rmia_offline"] = roc_metrics(s, is_member)
+
+    return {
+        "attacks": results,
+        "scores": scores,
+        "indices": audit,
+        "is_member": is_member,
+        "reference": {
+            "n_models": len(reference_models), "pool_size": len(pool),
+            "trained_on": len(trained_on), "population_size": len(population),
+            "shadow_in": len(shadow_in), "shadow_out": len(shadow_out),
+        },
+        "config": asdict(cfg),
+    }
