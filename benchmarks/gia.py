@@ -105,9 +105,11 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, nargs="*", default=None,
                         help="also time convnet_ig with these restart counts (e.g. 1 8)")
     parser.add_argument("--out", default=None, help="where run directories go (default: a temp dir)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
     os.environ.setdefault("FLWR_LOG_LEVEL", "WARNING")
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if args.threads:
+        torch.set_num_threads(args.threads)
     out = args.out or tempfile.mkdtemp(prefix="gia-bench-")
     settings = _settings(args.scale)
     names = args.only or list(settings)
