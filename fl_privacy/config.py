@@ -188,6 +188,34 @@ class AttackConfig(_Section):
         return None if value == "" else _int_list(value)
 
 
+MIA_ATTACKS = ("confidence", "loss", "entropy", "modified_entropy", "lira_offline", "rmia_offline")
+
+
+class MIASection(_Section):
+    """Membership inference by the curious server: on the global model and on recorded updates."""
+
+    rounds: list[int] = Field(default_factory=list, description="Audit the global model after these rounds.")
+    attacks: list[str] = Field(default_factory=lambda: list(MIA_ATTACKS))
+    audit_size: int = Field(default=200, ge=2, description="Members + non-members, balanced 50/50.")
+    reference_models: int = Field(default=4, ge=1)
+    reference_epochs: int = Field(default=5, ge=1)
+    reference_pool: int = Field(default=2000, ge=8, description="Test-split samples for reference models.")
+    gradient: bool = Field(default=False, description="Gradient-similarity MIA on each recorded victim update.")
+    gradient_nonmembers: int = Field(default=32, ge=1)
+
+    _rounds = field_validator("rounds", mode="before")(_int_list)
+
+    @field_validator("attacks", mode="before")
+    @classmethod
+    def _attacks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [v for v in value if v not in MIA_ATTACKS]
+        if bad:
+            raise ValueError(f"unknown MIA attack(s) {bad} (choices: {', '.join(MIA_ATTACKS)})")
+        return value
+
+
 class EvaluationConfig(_Section):
     every: int = Field(default=1, ge=0, description="Evaluate the global model every N rounds; 0 = never.")
     test_samples: int = Field(default=0, ge=0, description="0 = the whole test split.")
@@ -214,6 +242,7 @@ class ExperimentConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     defenses: list[DefenseSpec] = Field(default_factory=list)
     attack: AttackConfig = Field(default_factory=AttackConfig)
+    mia: MIASection = Field(default_factory=MIASection)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
@@ -234,6 +263,9 @@ class ExperimentConfig(_Section):
         bad = [r for r in self.attack.rounds if not 1 <= r <= fed.rounds]
         if bad:
             raise ValueError(f"attack.rounds {bad} outside 1..federation.rounds={fed.rounds}")
+        bad = [r for r in self.mia.rounds if not 0 <= r <= fed.rounds]
+        if bad:
+            raise ValueError(f"mia.rounds {bad} outside 0..federation.rounds={fed.rounds}")
         ids = self.attack.victim_ids or []
         bad = [i for i in ids if not 0 <= i < fed.num_clients]
         if bad:

@@ -28,10 +28,13 @@ class RunSetup:
 
 
 def build_model_for(config: ExperimentConfig, data: ImageData, seed: int | None = None) -> torch.nn.Module:
-    """The configured architecture for this data; parameters seeded by ``seed`` (default: the run seed)."""
+    """The configured architecture for this data; parameters seeded by ``seed`` (default: the run seed;
+    negative: not reseeded, the caller's random state decides, as reference models need)."""
     from fl_privacy.models import build_model
 
-    torch.manual_seed(config.seed if seed is None else seed)
+    seed = config.seed if seed is None else seed
+    if seed >= 0:
+        torch.manual_seed(seed)
     channels, height, _ = data.shape
     try:
         return build_model(

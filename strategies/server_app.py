@@ -18,11 +18,12 @@ from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
 from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config
+from fl_privacy.data import ImageData
 from fl_privacy.defenses import build_pipeline
 from fl_privacy.evaluation import evaluate_model
 from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
 from fl_privacy.reporting import RunDirectory, write_summary
-from fl_privacy.run_setup import RunSetup, load_split, prepare, resolve_device, victim_steps
+from fl_privacy.run_setup import RunSetup, build_model_for, load_split, prepare, resolve_device, victim_steps
 from strategies.curious_fedavg import CuriousFedAvg
 from strategies.streaming_grid import StreamingGrid
 
@@ -56,7 +57,13 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
         return {"round": server_round, "partition_id": pid, "steps": [s.tolist() for s in steps],
                 "labels": [setup.train.labels[s].tolist() for s in steps]}
 
-    recorder = UpdateRecorder(config, run, ground_truth, attack=_attack_hook(setup, run, device))
+    recorder = UpdateRecorder(config, run, ground_truth, attack=_victim_hook(setup, test, run, device))
+    auditor = None
+    if config.mia.rounds:
+        from fl_privacy.attacks.mia_round import MembershipAuditor
+
+        auditor = MembershipAuditor(config, setup.train, test, setup.partitions,
+                                    lambda: build_model_for(config, setup.train, seed=-1), run.root / "mia", device)
     strategy = CuriousFedAvg(config, recorder, param_names, node_partitions)
     started = time.time()
 
@@ -74,6 +81,12 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
             record["round_seconds"] = time.time() - info.get("started", started)
             record["victims"] = info.get("victims", [])
             record.update(_attack_means(record["victims"]))
+        if auditor is not None and server_round in config.mia.rounds:
+            model.load_state_dict(arrays.to_torch_state_dict())
+            outcome = auditor.audit(server_round, model)
+            run.append_jsonl("mia.jsonl", outcome)
+            record["mia"] = {k: outcome[k] for k in ("attacks", "roc", "members", "nonmembers", "warnings")}
+            record.update({f"mia_auc_{name}": m["auc"] for name, m in outcome["attacks"].items()})
         record["elapsed_seconds"] = time.time() - started
         run.append_jsonl("rounds.jsonl", record)
         write_summary(run, f"Run {config.name}", _notes(config, run))
@@ -95,27 +108,40 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
     return run
 
 
-def _attack_hook(setup: RunSetup, run: RunDirectory, device: torch.device) -> AttackHook | None:
-    """Attack each recorded victim update; the evaluator side rebuilds its ground truth."""
+def _victim_hook(setup: RunSetup, test: ImageData, run: RunDirectory, device: torch.device) -> AttackHook | None:
+    """Analyses of each recorded victim update: gradient inversion and/or gradient-similarity MIA.
+
+    The evaluator side rebuilds the victim's ground truth from the config; the
+    attacks themselves only get an Observation (inversion) or the recorded update
+    and candidate samples (MIA).
+    """
     config = setup.config
-    if config.attack.name == "none":
+    if config.attack.name == "none" and not config.mia.gradient:
         return None
     from fl_privacy.attacks.observe import VictimTruth
     from fl_privacy.attacks.runner import attack_update
     from fl_privacy.metrics import try_lpips
 
-    lpips = try_lpips(device=str(device))
-    if lpips is None:
-        log(INFO, "fl-privacy: LPIPS unavailable (no pretrained backbone weights here): reported as unavailable")
+    lpips = None
+    if config.attack.name != "none":
+        lpips = try_lpips(device=str(device))
+        if lpips is None:
+            log(INFO, "fl-privacy: LPIPS unavailable (no pretrained backbone weights here): reported as unavailable")
 
     def hook(recorded: RecordedUpdate) -> dict[str, Any]:
         steps = victim_steps(setup, recorded.server_round, recorded.partition_id)
         truth = VictimTruth.from_steps(setup.train, steps, config.data.normalize)
-        outcome = attack_update(recorded, truth, setup.new_model(), setup.train, config, run.root / "attacks",
-                                device, lpips)
-        log(INFO, "fl-privacy: attack on client %d (round %d): PSNR %.2f dB, SSIM %.3f, label acc %s, %.1f s",
-            recorded.partition_id, recorded.server_round, outcome["psnr_mean"], outcome["ssim_mean"],
-            outcome["label_acc"], outcome["seconds"])
+        outcome: dict[str, Any] = {}
+        if config.attack.name != "none":
+            outcome = attack_update(recorded, truth, setup.new_model(), setup.train, config, run.root / "attacks",
+                                    device, lpips)
+            log(INFO, "fl-privacy: attack on client %d (round %d): PSNR %.2f dB, SSIM %.3f, label acc %s, %.1f s",
+                recorded.partition_id, recorded.server_round, outcome["psnr_mean"], outcome["ssim_mean"],
+                outcome["label_acc"], outcome["seconds"])
+        if config.mia.gradient:
+            from fl_privacy.attacks.mia_round import gradient_mia
+
+            outcome.update(gradient_mia(recorded, setup.new_model(), setup.train, test, truth.indices, config, device))
         return outcome
 
     return hook

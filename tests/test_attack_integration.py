@@ -131,3 +131,22 @@ def test_granted_labels_are_used_and_missing_knowledge_fails_fast():
         prepare(build_config({}, {**ATTACKED, "attack.name": "see_through_gradients"}))
     with pytest.raises(ConfigError, match="does not grant labels"):
         prepare(build_config({}, {**ATTACKED, "attack.name": "inverting_gradients", "attack.gia.labels": "known"}))
+
+
+def test_federation_runs_membership_inference(tmp_path):
+    overrides = {**ATTACKED, "attack.name": "none", "training.algorithm": "fedavg", "training.batch_size": 4,
+                 "mia.rounds": [2], "mia.audit_size": 16, "mia.reference_models": 2, "mia.reference_epochs": 1,
+                 "mia.reference_pool": 64, "mia.gradient": True, "mia.gradient_nonmembers": 8,
+                 "mia.attacks": "loss,lira_offline,rmia_offline"}
+    config = build_config({}, overrides)
+    run = run_federation(InProcessGrid(client_app, 2), config, out=str(tmp_path / "mia"))
+    rounds = run.read_jsonl("rounds.jsonl")
+    audit = rounds[2]["mia"]
+    assert set(audit["attacks"]) == {"loss", "lira_offline", "rmia_offline"}
+    assert audit["members"] == 8 and audit["nonmembers"] == 8
+    assert all(0.0 <= m["auc"] <= 1.0 for m in audit["attacks"].values())
+    assert (run.root / audit["roc"]).exists()
+    victim = rounds[1]["victims"][0]
+    assert victim["gradient_mia_members"] == 8 and 0.0 <= victim["gradient_mia_auc"] <= 1.0
+    summary = (run.root / "summary.md").read_text()
+    assert "## Membership inference" in summary and "lira_offline" in summary

@@ -50,6 +50,7 @@ def write_summary(run: RunDirectory, title: str, notes: list[str] | None = None)
     if plot:
         lines += ["", f"![test accuracy per round]({plot.name})"]
     lines += _victim_section(run, records)
+    lines += _mia_section(records)
     lines += ["", "Files: `config.yaml` (resolved config), `environment.json` (versions), `rounds.jsonl` "
               "(one record per round), `updates/` (the server's view of recorded victim updates), "
               "`ground_truth/` (the victims' sample indices, for the evaluator only)."]
@@ -76,6 +77,34 @@ def _victim_section(run: RunDirectory, records: list[dict[str, Any]]) -> list[st
     plot = _plot_attack(run, records)
     if plot:
         lines += ["", f"![attack quality per round]({plot.name})"]
+    return lines
+
+
+def _mia_section(records: list[dict[str, Any]]) -> list[str]:
+    """Membership inference on the global model: ROC numbers per attack and round, with the ROC plot."""
+    audits = [r for r in records if r.get("mia")]
+    gradient = [v for r in records for v in r.get("victims", []) if "gradient_mia_auc" in v]
+    if not audits and not gradient:
+        return []
+    lines = ["", "## Membership inference", ""]
+    if audits:
+        lines += ["Global model; members are clients' training samples, non-members held-out test samples "
+                  "(balanced); thresholds and LiRA/RMIA statistics come from reference models trained on "
+                  "other held-out samples.", "",
+                  "| round | attack | AUC | TPR @ 1% FPR | TPR @ 0.1% FPR | ROC |", "|---|---|---|---|---|---|"]
+        for r in audits:
+            for name, m in r["mia"]["attacks"].items():
+                lines.append(f"| {r['round']} | {name} | {m['auc']:.3f} | {m['tpr_at_1pct_fpr']:.3f} | "
+                             f"{m['tpr_at_0.1pct_fpr']:.3f} | [roc]({r['mia']['roc']}) |")
+        warnings = sorted({w for r in audits for w in r["mia"].get("warnings", [])})
+        lines += [f"\nNote: {w}" for w in warnings]
+    if gradient:
+        lines += ["", "Server's view of single updates (gradient similarity of candidates to the update):", "",
+                  "| round | client | members | non-members | AUC | TPR @ 1% FPR |", "|---|---|---|---|---|---|"]
+        for v in gradient:
+            lines.append(f"| {v['round']} | {v['partition_id']} | {v['gradient_mia_members']} | "
+                         f"{v['gradient_mia_nonmembers']} | {v['gradient_mia_auc']:.3f} | "
+                         f"{v['gradient_mia_tpr_at_1pct_fpr']:.3f} |")
     return lines
 
 
