@@ -24,8 +24,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Validate the config and the setup it implies (data present, batch sizes fit) without training."""
     import yaml
 
+    from fl_privacy.experiments import is_experiment_file, load_experiment
     from fl_privacy.run_setup import prepare
 
+    if args.config and is_experiment_file(args.config):
+        for profile in args.profiles or [None]:
+            experiment = load_experiment(args.config, list(args.set or []), profile)
+            print(f"# ok: {experiment.plan()}")
+        return 0
     config = _load(args)
     setup = prepare(config)
     sizes = [len(p) for p in setup.partitions]
@@ -36,7 +42,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run a whole simulation from a YAML config; prints where the run directory is."""
+    """Run a whole simulation from a YAML config, or an experiment sweep; prints where the results are."""
+    from fl_privacy.experiments import is_experiment_file, run_experiment
+
+    if args.config and is_experiment_file(args.config):
+        if args.backend != "inprocess" or args.supernodes:
+            raise ConfigError("experiments run their points in-process: drop --backend/--supernodes")
+        out = run_experiment(args.config, list(args.set or []), args.out, args.profile)
+        print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}")
+        return 0
+    if args.profile:
+        raise ConfigError("--profile applies to experiment files (with an `experiment:` section)")
     config = _load(args)
     from fl_privacy.run_setup import prepare
 
@@ -129,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", choices=("inprocess", "ray"), default="inprocess",
                      help="inprocess: clients one after another in this process (fast for small studies); "
                           "ray: Flower's Simulation Engine with parallel client actors (resources.* apply)")
+    run.add_argument("--profile", default=None,
+                     help="experiment files: which profile (quick = CPU minutes, the default; full = the paper's setting)")
     run.add_argument("--supernodes", type=int, default=0,
                      help="number of SuperNodes (default: one per client); fewer nodes host several clients")
     run.set_defaults(func=cmd_run)
@@ -143,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a config and its data without training")
     with_config(validate)
+    validate.add_argument("--profiles", nargs="*", help="experiment files: profiles to check (default: quick)")
     validate.set_defaults(func=cmd_validate)
 
     doctor = sub.add_parser("doctor", help="show available datasets, devices and optional weights")

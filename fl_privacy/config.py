@@ -122,6 +122,9 @@ class TrainingConfig(_Section):
     momentum: float = Field(default=0.0, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     drop_last: bool = False
+    model_mode: Literal["train", "eval"] = Field(
+        default="train", description="Mode of the client's model while it computes its update: train (BatchNorm "
+        "batch statistics, dropout on; real FL) or eval (running statistics, as Inverting Gradients' experiments).")
 
 
 class DefenseSpec(_Section):

@@ -67,7 +67,7 @@ class RecordedUpdate:
             metadata={
                 "algorithm": t.algorithm, "lr": t.lr, "local_epochs": t.local_epochs, "local_steps": t.local_steps,
                 "batch_size": t.batch_size, "momentum": t.momentum, "weight_decay": t.weight_decay,
-                "drop_last": t.drop_last, "model": config.model.model_dump(), "dataset": config.data.dataset,
+                "drop_last": t.drop_last, "model_mode": t.model_mode, "model": config.model.model_dump(), "dataset": config.data.dataset,
                 "defenses": [d.model_dump() for d in config.defenses],
             },
         )

@@ -82,9 +82,14 @@ def _check_attack_size(config: ExperimentConfig, partitions: tuple[np.ndarray, .
         return
     from fl_privacy.attacks.runner import gia_config
 
-    gia_config(config)  # preset, overrides and the knowledge they need
+    gia = gia_config(config)  # preset, overrides and the knowledge they need
     victims = config.attack.victim_ids if config.attack.victim_ids is not None else range(len(partitions))
     worst = max((images_per_update(config, len(partitions[v])), v) for v in victims)
+    if gia.labels == "infer" and gia.label_method == "idlg" and worst[0] > 1:
+        raise ConfigError(
+            f"attack '{config.attack.name}' infers labels with iDLG, which needs updates of one image, but client "
+            f"{worst[1]}'s update uses {worst[0]}: use attack.gia.label_method=llg+ or FedSGD with batch_size 1"
+        )
     if worst[0] > config.attack.max_images:
         raise ConfigError(
             f"attack '{config.attack.name}' would reconstruct {worst[0]} images from client {worst[1]}'s update, "

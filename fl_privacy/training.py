@@ -153,7 +153,7 @@ def local_update(
     device: str | torch.device = "cpu",
 ) -> LocalResult:
     """Run the client's local training on ``steps`` and return what it shares."""
-    model = model.to(device).train()
+    model = model.to(device).train(training.model_mode == "train")
     params, buffers = split_state(model)
     batches = (data.batch(idx, normalize=normalize, device=device) for idx in steps)
     if training.algorithm == "fedsgd":

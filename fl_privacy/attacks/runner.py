@@ -32,7 +32,7 @@ def gia_config(config: ExperimentConfig):  # noqa: ANN201
     """
     from fl_privacy.attacks.gia import preset
 
-    overrides = config.attack.gia.overrides()
+    overrides = {"model_mode": config.training.model_mode, **config.attack.gia.overrides()}  # the announced procedure
     threat = config.attack.threat
     try:
         cfg = preset(config.attack.name, seed=config.seed, **overrides)

@@ -1,0 +1,362 @@
+"""Run an experiment file: every point x seed x victim in order, one results row each, resumable.
+
+    fl-privacy run experiments/<name>.yaml [--profile quick|full|...] [--set key=value ...] [--out DIR]
+
+Layout of the output directory ``DIR`` (default ``<out_dir>/<name>-<profile>``,
+so running the same command again resumes)::
+
+    DIR/experiment.yaml     the resolved experiment (profile and --set applied) and its fingerprint
+    DIR/results.csv         one row per finished run, appended and flushed as each run ends
+    DIR/summary.md          question, profile, the table (mean ± std), figures, wall time, command
+    DIR/<figure>.png        the figure(s)
+    DIR/points/<point-id>/seed<S>[-victim<V>]/   each run's own run directory (pictures, records)
+
+Resume: rows already in ``results.csv`` (same row id = hash of the point's
+settings, the seed and the victim) are not recomputed. A directory holding
+results of a different experiment (other sweep values, base config, profile
+settings, seeds or victims) is refused; changing only the question, table or
+figure is allowed and re-renders the summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from clients.client_app import app as client_app
+from fl_privacy.attacks.oneshot import attack_once
+from fl_privacy.config import ConfigError, ExperimentConfig
+from fl_privacy.experiments.spec import ATTACK_METRICS, Experiment, Unit, load_experiment, show
+from fl_privacy.experiments.tables import write_summary
+from fl_privacy.inprocess import InProcessGrid
+from strategies.server_app import run_federation
+
+RESULTS = "results.csv"
+RESOLVED = "experiment.yaml"
+
+
+def columns(experiment: Experiment) -> list[str]:
+    """The header of results.csv: ids, the swept keys, seed, victim or round, the metrics, the run directory."""
+    cols = ["row_id", "point_id", *experiment.axis_keys, "seed"]
+    if experiment.mode == "attack":
+        cols += ["victim", "victim_images"]
+    if experiment.per_round:
+        cols.append("round")
+    return cols + list(experiment.metrics) + ["run_dir"]
+
+
+def command(experiment: Experiment, root: Path) -> str:
+    """The command that regenerates (or resumes) this experiment into ``root``."""
+    parts = ["fl-privacy", "run", str(experiment.path), "--profile", experiment.profile]
+    for key, value in experiment.cli_overrides.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        parts += ["--set", f"{key}={text}"]
+    parts += ["--out", str(root)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+# ----------------------------------------------------------------------------- results file
+
+
+class ResultsFile:
+    """``results.csv`` and ``experiment.yaml`` of one output directory; rows are appended, flushed, fsynced."""
+
+    def __init__(self, root: Path, experiment: Experiment) -> None:
+        self.root = root
+        self.path = root / RESULTS
+        self.experiment = experiment
+        self.columns = columns(experiment)
+
+    def read(self) -> list[dict[str, str]]:
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="") as handle:
+            return list(csv.DictReader(handle))
+
+    def open(self) -> set[str]:
+        """Check the directory may take this experiment's rows; write experiment.yaml; return finished row ids."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._repair()
+        rows = self.read()
+        resolved = self.experiment.resolved()
+        previous_path = self.root / RESOLVED
+        if rows:
+            if not previous_path.exists():
+                raise ConfigError(f"{self.path} exists without {RESOLVED}: cannot tell which experiment made these "
+                                  f"rows; use another --out or move the directory away")
+            previous = yaml.safe_load(previous_path.read_text()) or {}
+            if previous.get("fingerprint") != resolved["fingerprint"]:
+                keys = ("mode", "profile", "victims", "sweep", "seeds", "overrides", "base", "rows_per_round")
+                changed = [k for k in keys if previous.get(k) != resolved[k]] or ["the resolved configs of the points"]
+                raise ConfigError(
+                    f"{self.root} holds results of a different experiment (changed: {', '.join(changed)}; "
+                    f"see {previous_path}); results are not mixed: pass another --out, or delete "
+                    f"{self.path} to start over")
+            with self.path.open(newline="") as handle:
+                header = next(csv.reader(handle), [])
+            if header != self.columns:
+                raise ConfigError(f"{self.path} has other columns than this experiment writes "
+                                  f"({header} vs {self.columns}): pass another --out")
+        previous_path.write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True, default_flow_style=None, width=120))
+        return {row["row_id"] for row in rows}
+
+    def _repair(self) -> None:
+        """Drop a last line cut off by a crash mid-write (rows end with a newline once complete)."""
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            self.path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _field(row.get(k)) for k in self.columns})
+        with self.path.open("a", newline="") as handle:
+            handle.write(buffer.getvalue())  # one write per run: its rows land together
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def _field(value: Any) -> str:
+    if value is None or value == "unavailable":
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    if isinstance(value, (list, dict, bool)):
+        return show(value)
+    return str(value)
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+class _Lpips:
+    """One LPIPS metric per device for the whole experiment (None where the backbone weights are missing)."""
+
+    def __init__(self) -> None:
+        self._by_device: dict[str, Any] = {}
+
+    def __call__(self, config: ExperimentConfig) -> Any:
+        from fl_privacy.metrics import try_lpips
+        from fl_privacy.run_setup import resolve_device
+
+        device = str(resolve_device(config.resources.device))
+        if device not in self._by_device:
+            self._by_device[device] = try_lpips(device=device)
+        return self._by_device[device]
+
+
+def _base_row(experiment: Experiment, unit: Unit, root: Path, run_dir: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {"row_id": unit.row_id, "point_id": unit.point.point_id, "seed": unit.seed,
+                           "run_dir": str(run_dir.relative_to(root))}
+    row.update({k: show(v) for k, v in unit.point.values.items()})
+    if unit.victim is not None:
+        row.update({"victim": unit.victim.index, "victim_images": unit.victim.describe()})
+    return row
+
+
+def run_attack_unit(experiment: Experiment, unit: Unit, root: Path, lpips: _Lpips) -> list[dict[str, Any]]:
+    """One victim update built and attacked with ``attack_once``: one row."""
+    config = unit.point.configs[unit.seed]
+    victim = unit.victim
+    assert victim is not None
+    run_dir = unit.run_dir(root)
+    started = time.time()
+    if config.resources.threads:
+        torch.set_num_threads(config.resources.threads)
+    if victim.indices is not None:
+        _, entry = attack_once(config, str(run_dir), None, victim.split, list(victim.indices), lpips(config))
+    else:
+        _, entry = attack_once(config, str(run_dir), victim.client, "train", None, lpips(config))
+    row = _base_row(experiment, unit, root, run_dir)
+    row.update({m: entry.get(m) for m in ATTACK_METRICS if m != "wall_seconds"})
+    row["wall_seconds"] = time.time() - started
+    return [row]
+
+
+def run_federation_unit(experiment: Experiment, unit: Unit, root: Path) -> list[dict[str, Any]]:
+    """One whole federation (in-process clients): one row, or one row per round when the report asks for rounds."""
+    config = unit.point.configs[unit.seed]
+    run_dir = unit.run_dir(root)
+    started = time.time()
+    run = run_federation(InProcessGrid(client_app, config.federation.num_clients), config, str(run_dir))
+    wall = time.time() - started
+    records = run.read_jsonl("rounds.jsonl")
+    final = json.loads((run.root / "final.json").read_text()) if (run.root / "final.json").exists() else {}
+    privacy = final.get("privacy") or {}
+    base = _base_row(experiment, unit, root, run_dir)
+    if experiment.per_round:
+        from fl_privacy.defenses import build_pipeline
+
+        pipeline = build_pipeline(config.defenses)
+        rows = []
+        for record in records:
+            row = {**base, "round": record["round"], "wall_seconds": record.get("elapsed_seconds")}
+            row.update({m: record.get(m) for m in experiment.metrics if m in record and m != "wall_seconds"})
+            guarantee = pipeline.privacy(record["round"], config.federation.fraction_train) if record["round"] else None
+            if guarantee:
+                row.update(epsilon=guarantee["epsilon"], delta=guarantee["delta"])
+            rows.append(row)
+        if rows:
+            rows[-1]["wall_seconds"] = wall
+        return rows
+    row = {**base, **_final_metrics(records), "wall_seconds": wall}
+    if privacy:
+        row.update(epsilon=privacy.get("epsilon"), delta=privacy.get("delta"))
+    return [row]
+
+
+def _final_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per run: the last evaluated accuracy/loss, attack metrics over every attacked victim, mean payload."""
+    out: dict[str, Any] = {}
+    for key in ("test_accuracy", "test_loss", "train_loss"):
+        values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
+        if values:
+            out[key] = values[-1]
+    victims = [v for r in records for v in r.get("victims") or []]
+    for key in ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc"):
+        values = [v[key] for v in victims if isinstance(v.get(key), (int, float)) and math.isfinite(v[key])]
+        if values:
+            out[f"attack_{key}"] = sum(values) / len(values)
+    for key in ("payload_kib", "compression"):
+        values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def run_experiment(
+    path: str | os.PathLike,
+    overrides: list[str] | Mapping[str, Any] | None = None,
+    out: str | os.PathLike | None = None,
+    profile: str | None = None,
+    *,
+    progress: bool = True,
+    stream: Any = None,
+) -> Path:
+    """Validate the whole experiment, then run every unfinished point x seed x victim; return the output directory.
+
+    ``profile`` None means ``quick`` (said in the output). ``overrides`` are
+    ``key=value`` strings (or a flat dict) applied to every point. Raises
+    ``ConfigError`` before any run when anything is wrong."""
+    stream = stream or sys.stdout
+    started = time.time()
+    experiment = load_experiment(path, overrides, profile)
+    root = Path(out if out is not None else experiment.default_out()).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    with _Lock(root):
+        return _run(experiment, root, started, progress, stream)
+
+
+def _run(experiment: Experiment, root: Path, started: float, progress: bool, stream: Any) -> Path:
+    results = ResultsFile(root, experiment)
+    done = results.open()
+    units = experiment.units
+    todo = [u for u in units if u.row_id not in done]
+    default = " (the default; --profile to choose another)" if experiment.profile_defaulted else ""
+    print(f"experiment {experiment.name} (mode {experiment.mode}): profile {experiment.profile}{default}; "
+          f"profiles: {', '.join(experiment.profiles)}", file=stream)
+    print(f"  {experiment.plan()}; {len(units) - len(todo)} already in {RESULTS}, {len(todo)} to run", file=stream)
+    print(f"  output: {root}", file=stream)
+    stream.flush()
+
+    def summarize(status: str) -> Path:
+        return write_summary(root, experiment, results.read(), elapsed=time.time() - started,
+                             command=command(experiment, root), status=status)
+
+    lpips = _Lpips()
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=experiment.name, unit="run",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    finished = False
+    try:
+        last_point = None
+        for unit in todo:
+            if last_point is not None and unit.point is not last_point:
+                summarize("running")  # cheap: after each point, the table so far
+            last_point = unit.point
+            bar.set_postfix_str(_short(unit), refresh=True)
+            run_dir = unit.run_dir(root)
+            if run_dir.exists() and (root / "points") in run_dir.parents:
+                shutil.rmtree(run_dir)  # an unfinished run of an earlier, interrupted invocation
+            if experiment.mode == "attack":
+                rows = run_attack_unit(experiment, unit, root, lpips)
+            else:
+                rows = run_federation_unit(experiment, unit, root)
+            results.append(rows)
+            bar.update(1)
+        finished = True
+    finally:
+        bar.close()
+        summary = summarize("finished" if finished else "stopped early; rerun the command below to resume")
+    print(f"summary: {summary}", file=stream)
+    return root
+
+
+class _Lock:
+    """``DIR/.lock`` while a runner writes there: a second invocation on the same directory is refused
+    (it would compute the same rows twice). A lock left by a dead process on this host is taken over."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / ".lock"
+        self.held = False
+
+    def __enter__(self) -> None:
+        import socket
+
+        me = f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                host, _, pid = self.path.read_text().strip().rpartition(" ")
+                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise ConfigError(f"another fl-privacy run ({host or 'unknown host'}, pid {pid or '?'}) is writing to "
+                                  f"{self.path.parent}: wait for it, or delete {self.path} if it is gone") from None
+            with os.fdopen(fd, "w") as handle:
+                handle.write(me)
+            self.held = True
+            return
+        raise ConfigError(f"could not lock {self.path}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.held:
+            self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _short(unit: Unit) -> str:
+    text = unit.point.label() + f", seed {unit.seed}" + (f", victim {unit.victim.index}" if unit.victim else "")
+    return text if len(text) <= 80 else text[:77] + "..."

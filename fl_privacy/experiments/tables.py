@@ -1,0 +1,256 @@
+"""The paper-shaped table (mean ± std) and figures of an experiment, and its ``summary.md``.
+
+Everything here reads ``results.csv`` rows (strings) and the resolved
+experiment; the settings of a row come from its ``point_id`` (typed values and
+their order in the sweep), so tables follow the sweep's order, not the CSV's.
+Cells aggregate over victims and seeds only: a swept key the table (figure)
+does not name becomes an extra row key (line), never an average.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fl_privacy.experiments.spec import Experiment, FigureSpec, TableSpec, show
+
+_FORMATS = {
+    "psnr_mean": "{:.2f}", "ssim_mean": "{:.3f}", "mse_mean": "{:.3g}", "lpips_mean": "{:.3f}",
+    "label_acc": "{:.2f}", "images": "{:.0f}", "iterations": "{:.0f}", "seconds": "{:.1f}",
+    "seconds_per_iteration": "{:.4f}", "objective": "{:.3g}", "wall_seconds": "{:.1f}",
+    "test_accuracy": "{:.4f}", "test_loss": "{:.4f}", "train_loss": "{:.4f}", "attack_psnr_mean": "{:.2f}",
+    "attack_ssim_mean": "{:.3f}", "attack_mse_mean": "{:.3g}", "attack_lpips_mean": "{:.3f}",
+    "attack_label_acc": "{:.2f}", "payload_kib": "{:.1f}", "compression": "{:.1f}", "epsilon": "{:.3f}",
+    "delta": "{:.1e}",
+}
+_MODE_TEXT = {
+    "attack": "one-shot attacks: each victim's update is built by the client code from the initial global model "
+              "and attacked (`attack_once`); one row per point x seed x victim",
+    "federation": "whole federations (in-process clients, `run_federation`); one row per point x seed",
+    "federation_rounds": "whole federations (in-process clients, `run_federation`); one row per point x seed x "
+                         "round (rounds.jsonl; epsilon after that round)",
+}
+
+
+def fmt(metric: str, value: float) -> str:
+    return _FORMATS.get(metric, "{:.4g}").format(value)
+
+
+@dataclass(frozen=True)
+class Key:
+    """A setting of a row: its order in the sweep (or its number: seed, victim, round), text and typed value."""
+
+    order: float
+    text: str
+    value: Any = field(compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One results row with typed settings (key -> Key) and metrics (name -> float or None)."""
+
+    keys: dict[str, Key]
+    metrics: dict[str, float | None]
+
+
+def _number(text: str | None) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def records(experiment: Experiment, rows: list[dict[str, str]]) -> list[Record]:
+    points = {p.point_id: p for p in experiment.points}
+    out = []
+    for row in rows:
+        point = points.get(row.get("point_id", ""))
+        if point is None:
+            continue
+        keys = {k: Key(point.positions[k], show(v), v) for k, v in point.values.items()}
+        for pseudo in ("seed", "victim", "round"):
+            value = _number(row.get(pseudo))
+            if value is not None:
+                keys[pseudo] = Key(value, str(int(value)), int(value))
+        out.append(Record(keys, {m: _number(row.get(m)) for m in experiment.metrics}))
+    return out
+
+
+def _group(recs: list[Record], keys: tuple[str, ...]) -> dict[tuple, list[Record]]:
+    groups: dict[tuple, list[Record]] = {}
+    for r in recs:
+        if all(k in r.keys for k in keys):
+            groups.setdefault(tuple(r.keys[k] for k in keys), []).append(r)
+    return dict(sorted(groups.items(), key=lambda item: [key.order for key in item[0]]))
+
+
+def _values(recs: list[Record], metric: str) -> list[float]:
+    return [v for r in recs if (v := r.metrics.get(metric)) is not None]
+
+
+def cell(metric: str, values: list[float]) -> str:
+    """``mean ± std`` (sample standard deviation) over the values; one value alone; ``–`` when none."""
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return fmt(metric, mean)
+    return f"{fmt(metric, mean)} ± {fmt(metric, statistics.stdev(values))}"
+
+
+def _label(keys: tuple[str, ...], combo: tuple) -> str:
+    return ", ".join(f"{k}={key.text}" for k, key in zip(keys, combo))
+
+
+def render_table(experiment: Experiment, table: TableSpec, recs: list[Record]) -> list[str]:
+    """Markdown lines: one row per combination of the row keys, one column per column-key value x metric."""
+    rows = _group(recs, table.rows)
+    col_combos = list(_group(recs, table.columns)) if table.columns else [()]
+    headers = list(table.rows)
+    for combo in col_combos:
+        for metric in table.metrics:
+            if not table.columns:
+                headers.append(metric)
+            elif len(table.metrics) == 1:
+                headers.append(_label(table.columns, combo))
+            else:
+                headers.append(f"{_label(table.columns, combo)}: {metric}")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    counts = []
+    for row_combo, members in rows.items():
+        cells = [key.text for key in row_combo]
+        by_column = _group(members, table.columns) if table.columns else {(): members}
+        for combo in col_combos:
+            group = by_column.get(combo, [])
+            for metric in table.metrics:
+                values = _values(group, metric)
+                counts.append(len(values))
+                cells.append(cell(metric, values))
+        lines.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        lines.append("| " + " | ".join("–" for _ in headers) + " |")
+    over = "victims and seeds" if experiment.mode == "attack" else "seeds"
+    spread = [c for c in counts if c]
+    n = (f"n = {min(spread)}" if spread and min(spread) == max(spread) else
+         f"n = {min(spread)}..{max(spread)}" if spread else "no results yet")
+    lines += ["", f"Cells: mean ± sample standard deviation over {over} ({n} per cell; a single value is shown alone)."]
+    if table.columns and len(table.metrics) == 1:
+        lines[-1] = f"Metric: `{table.metrics[0]}`. " + lines[-1]
+    return lines
+
+
+def plot_figure(experiment: Experiment, figure: FigureSpec, recs: list[Record], root: Path) -> list[Path]:
+    """One PNG per y metric: mean over victims and seeds vs x, std error bars, one line per hue combination."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for metric in figure.y:
+        lines = _group(recs, figure.hue) if figure.hue else {(): recs}
+        xs_all = sorted({r.keys[figure.x] for r in recs if figure.x in r.keys}, key=lambda k: k.order)
+        if not xs_all:
+            continue
+        numeric = all(isinstance(k.value, (int, float)) and not isinstance(k.value, bool) for k in xs_all)
+        position = {k: (float(k.value) if numeric else i) for i, k in enumerate(xs_all)}
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        drawn = 0
+        for combo, members in lines.items():
+            points = []
+            for x, group in _group(members, (figure.x,)).items():
+                values = _values(group, metric)
+                if values:
+                    std = statistics.stdev(values) if len(values) > 1 else 0.0
+                    points.append((position[x[0]], statistics.fmean(values), std))
+            if not points:
+                continue
+            px, py, pe = zip(*points)
+            drawn += 1
+            ax.errorbar(px, py, yerr=pe, marker="o", capsize=3, linewidth=1.2,
+                        label=_label(figure.hue, combo) if figure.hue else None)
+        if figure.logx and numeric:
+            ax.set_xscale("log")
+            ax.minorticks_off()
+        if len(xs_all) <= 12 or not numeric:
+            ax.set_xticks(list(position.values()), [k.text for k in xs_all])
+        if figure.logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(figure.x)
+        ax.set_ylabel(metric)
+        ax.set_title(figure.title or experiment.name, fontsize=10)
+        ax.grid(alpha=0.3)
+        if figure.hue and drawn:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        stem = figure.name or f"{metric}_vs_{figure.x}"
+        if figure.name and len(figure.y) > 1:
+            stem = f"{figure.name}_{metric}"
+        path = root / (re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) + ".png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def write_summary(root: Path, experiment: Experiment, rows: list[dict[str, str]], *, elapsed: float,
+                  command: str, status: str) -> Path:
+    """``DIR/summary.md`` with the table(s) and figure(s); rewritten after each point and at the end."""
+    rows = list({(row.get("row_id"), row.get("round")): row for row in rows}.values())  # a row counts once
+    recs = records(experiment, rows)
+    done = len({row.get("row_id") for row in rows})
+    total = len(experiment.units)
+    walls: dict[str, float] = {}  # per run: its largest wall time (per-round rows: the last round holds the run's)
+    for row in rows:
+        walls[row.get("row_id", "")] = max(walls.get(row.get("row_id", ""), 0.0), _number(row.get("wall_seconds")) or 0.0)
+    compute = sum(walls.values())
+    lines = [f"# {experiment.name}", ""]
+    if experiment.question:
+        lines += [f"**Question.** {experiment.question}", ""]
+    lines += [
+        f"- mode: {experiment.mode} ({_MODE_TEXT['federation_rounds' if experiment.per_round else experiment.mode]})",
+        f"- profile: `{experiment.profile}`" + (f" ({experiment.profile_description})"
+                                                 if experiment.profile_description else "")
+        + f"; profiles in the file: {', '.join(experiment.profiles)}",
+        "- sweep: " + ("; ".join(f"`{a.key}` in {{{', '.join(show(v) for v in a.values)}}}" for a in experiment.axes)
+                        or "none (one point)") + f"; seeds {experiment.seeds}",
+        (f"- runs: {done} of {total} ({status}); compute time {_duration(compute)} (sum over rows), "
+        f"this invocation {_duration(elapsed)}; written {time.strftime('%Y-%m-%d %H:%M:%S')}"),
+    ]
+    if experiment.overrides:
+        lines.append("- settings on top of `base`: " + ", ".join(f"`{k}={show(v)}`"
+                                                                  for k, v in experiment.overrides.items()))
+    if experiment.paper:
+        lines.append(f"- paper: {experiment.paper}")
+    lines += [f"- {note}" for note in experiment.notes]
+    for i, table in enumerate(experiment.tables):
+        title = table.title or ("Results" if len(experiment.tables) == 1 else f"Table {i + 1}")
+        lines += ["", f"## {title}", ""] + render_table(experiment, table, recs)
+    figures = [p for f in experiment.figures for p in plot_figure(experiment, f, recs, root)] if recs else []
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
+    lines += ["", "## Points", "", "| point | id | settings |", "|---|---|---|"]
+    lines += [f"| {p.index + 1} | `{p.point_id}` | {p.label()} |" for p in experiment.points]
+    lines += ["", "## Regenerate", "", "```bash", command, "```", "",
+              ("The same command resumes an interrupted run (finished rows are not recomputed). Files: "
+              "`results.csv` (one row per run: settings, seed, victim/round, metrics, run directory), "
+              "`experiment.yaml` (the resolved experiment), `points/<id>/...` (each run's own directory with "
+              "its pictures and records).")]
+    path = root / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
