@@ -164,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--profiles", nargs="*", help="experiment files: profiles to check (default: quick)")
     validate.set_defaults(func=cmd_validate)
 
+    from fl_privacy.attacks.generators.cli import add_train_generator_parser
+
+    add_train_generator_parser(sub)
+
     doctor = sub.add_parser("doctor", help="show available datasets, devices and optional weights")
     doctor.set_defaults(func=cmd_doctor)
     return parser

@@ -163,6 +163,11 @@ class GIAOptions(_Section):
     labels: Literal["known", "infer", "joint"] | None = None
     label_method: Literal["idlg", "yin", "llg", "llg+"] | None = None
     model_mode: Literal["train", "eval"] | None = None
+    latent_prior: Literal["none", "kl", "norm"] | None = None
+    latent_weight: float | None = Field(default=None, ge=0)
+    bound: Literal["none", "tanh"] | None = None
+    generator_steps: int | None = Field(default=None, ge=0)
+    generator_lr: float | None = Field(default=None, gt=0)
 
     _empty = field_validator("*", mode="before")(_none_if_empty)
 
@@ -180,10 +185,13 @@ class AttackConfig(_Section):
     record_updates: bool = True
     threat: ThreatConfig = Field(default_factory=ThreatConfig)
     gia: GIAOptions = Field(default_factory=GIAOptions)
+    generator: str | None = Field(default=None, description="GIA-L (ggl, gias): the generator checkpoint "
+                                  "(train one with `fl-privacy train-generator`).")
     max_images: int = Field(default=64, ge=1, description="Refuse to attack updates computed on more samples.")
     progress: bool = True
 
     _rounds = field_validator("rounds", mode="before")(_int_list)
+    _generator = field_validator("generator", mode="before")(_none_if_empty)
 
     @field_validator("victim_ids", mode="before")
     @classmethod

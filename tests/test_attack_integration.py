@@ -32,7 +32,16 @@ ATTACKED = {
 
 
 def test_attack_names_are_the_presets():
-    assert set(ATTACK_NAMES) == {"none", *PRESETS}
+    from fl_privacy.attacks.gia.latent import LATENT_PRESETS
+
+    assert set(ATTACK_NAMES) == {"none", *PRESETS, *LATENT_PRESETS}
+
+
+def test_latent_attack_needs_a_generator(tmp_path):
+    with pytest.raises(ConfigError, match="fl-privacy train-generator"):
+        prepare(build_config({}, {**ATTACKED, "attack.name": "gias"}))
+    with pytest.raises(ConfigError, match="does not exist"):
+        prepare(build_config({}, {**ATTACKED, "attack.name": "ggl", "attack.generator": str(tmp_path / "g.pt")}))
 
 
 def _observation(threat: ThreatConfig, algorithm: str = "fedavg"):
@@ -150,3 +159,16 @@ def test_federation_runs_membership_inference(tmp_path):
     assert victim["gradient_mia_members"] == 8 and 0.0 <= victim["gradient_mia_auc"] <= 1.0
     summary = (run.root / "summary.md").read_text()
     assert "## Membership inference" in summary and "lira_offline" in summary
+
+
+def test_train_generator_then_latent_attack(tmp_path, capsys):
+    path = tmp_path / "gen.pt"
+    code = cli_main(["train-generator", "--dataset", "mnist", "--classes", "0,1", "--epochs", "1", "--max-steps", "2",
+                     "--ngf", "8", "--ndf", "8", "--nz", "16", "--batch-size", "16", "--device", "cpu",
+                     "--no-progress", "--out", str(path)])
+    assert code == 0 and path.exists()
+    overrides = {**ATTACKED, "attack.name": "gias", "attack.generator": str(path), "attack.gia.iterations": 5,
+                 "attack.gia.restarts": 2, "attack.gia.generator_steps": 2, "attack.threat.labels": True}
+    run, entry = attack_once(build_config({}, overrides), str(tmp_path / "gial"), split="test", indices=[0])
+    assert entry["attack"] == "gias" and entry["restarts"] == 2 and np.isfinite(entry["psnr_mean"])
+    assert (run.root / entry["grid"]).exists()

@@ -4,5 +4,8 @@
 ``none`` records victims' updates without attacking them.
 """
 
-ATTACK_NAMES: tuple[str, ...] = ("none", "dlg", "idlg", "inverting_gradients", "see_through_gradients")
+GIA_O_NAMES: tuple[str, ...] = ("dlg", "idlg", "inverting_gradients", "see_through_gradients")
+GIA_L_NAMES: tuple[str, ...] = ("ggl", "gias")
+"""Latent-space attacks: they need ``attack.generator`` (a checkpoint from ``fl-privacy train-generator``)."""
+ATTACK_NAMES: tuple[str, ...] = ("none", *GIA_O_NAMES, *GIA_L_NAMES)
 """Kept import-light for config validation; a test checks it matches the presets."""

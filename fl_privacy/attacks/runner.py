@@ -8,6 +8,7 @@ writes a picture and the objective trace next to the run's other records.
 from __future__ import annotations
 
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +31,58 @@ def gia_config(config: ExperimentConfig):  # noqa: ANN201
     them instead. Knowledge a preset needs but the threat level does not grant
     (labels forced to "known", BN statistics for the BN prior) is a config error.
     """
+    from fl_privacy.attacks import GIA_L_NAMES
     from fl_privacy.attacks.gia import preset
+    from fl_privacy.attacks.gia.latent import latent_preset
 
+    build = latent_preset if config.attack.name in GIA_L_NAMES else preset
     overrides = {"model_mode": config.training.model_mode, **config.attack.gia.overrides()}  # the announced procedure
     threat = config.attack.threat
     try:
-        cfg = preset(config.attack.name, seed=config.seed, **overrides)
+        cfg = build(config.attack.name, seed=config.seed, **overrides)
         if threat.labels and "labels" not in overrides and cfg.labels == "infer":
-            cfg = preset(config.attack.name, seed=config.seed, **{**overrides, "labels": "known"})
+            cfg = build(config.attack.name, seed=config.seed, **{**overrides, "labels": "known"})
     except ValueError as err:
         raise ConfigError(f"attack: {err}") from None
+    if config.attack.name in GIA_L_NAMES:
+        _check_generator(config)
     if cfg.labels == "known" and not threat.labels:
         raise ConfigError("attack.gia.labels is 'known' but the threat level does not grant labels: "
                           "set attack.threat.labels=true or use labels 'infer'")
-    if cfg.bn > 0 and not threat.bn_statistics:
+    if getattr(cfg, "bn", 0) > 0 and not threat.bn_statistics:
         raise ConfigError(f"attack '{config.attack.name}' matches BatchNorm statistics (bn={cfg.bn}) but the threat "
                           "level does not grant them: set attack.threat.bn_statistics=true or attack.gia.bn=0")
     return cfg
+
+
+def _check_generator(config: ExperimentConfig) -> None:
+    path = config.attack.generator
+    if not path:
+        raise ConfigError(f"attack '{config.attack.name}' searches a generator's latent space: set attack.generator "
+                          "to a checkpoint (train one with `fl-privacy train-generator --out gen.pt ...`)")
+    if not Path(path).expanduser().is_file():
+        raise ConfigError(f"attack.generator '{path}' does not exist (train one with `fl-privacy train-generator`)")
+
+
+@lru_cache(maxsize=2)
+def _generator(path: str, device: str):  # noqa: ANN202
+    from fl_privacy.attacks.generators import load_generator
+
+    return load_generator(Path(path).expanduser(), device)
+
+
+def _reconstruct(obs, cfg, config: ExperimentConfig, device):  # noqa: ANN001, ANN202
+    """GIA-O or GIA-L, as ``attack.name`` says."""
+    from fl_privacy.attacks import GIA_L_NAMES
+
+    if config.attack.name in GIA_L_NAMES:
+        from fl_privacy.attacks.gia.latent import reconstruct_latent
+
+        generator, info = _generator(str(config.attack.generator), str(device))
+        return reconstruct_latent(obs, cfg, generator, info, device=device, progress=config.attack.progress)
+    from fl_privacy.attacks.gia import reconstruct
+
+    return reconstruct(obs, cfg, device=device, progress=config.attack.progress)
 
 
 def attack_update(
@@ -60,7 +96,6 @@ def attack_update(
     lpips_metric: Any = None,
 ) -> dict[str, Any]:
     """Reconstruct, score, and save ``<out_dir>/round_RRR_client_PPPP.png`` and its trace."""
-    from fl_privacy.attacks.gia import reconstruct
     from fl_privacy.metrics import score_reconstruction
 
     if len(truth.indices) > config.attack.max_images:
@@ -71,7 +106,7 @@ def attack_update(
     obs = observe(recorded, model, data, config, truth)
     cfg = gia_config(config)
     started = time.time()
-    result = reconstruct(obs, cfg, device=device, progress=config.attack.progress)
+    result = _reconstruct(obs, cfg, config, device)
     recon = obs.to_pixels(result.images.detach().cpu())
     originals = obs.to_pixels(truth.images.cpu())
     scores = score_reconstruction(recon, originals, result.labels.cpu(), truth.labels.cpu(), lpips=lpips_metric)
