@@ -25,6 +25,17 @@ needs_cifar = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The tests run tiny graphs on shared cores: one torch thread is faster and steadier; restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tiny_overrides() -> dict:
     """A federation small enough to run in a second: MNIST subset, small CNN, 3 clients."""

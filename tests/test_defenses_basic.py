@@ -12,8 +12,6 @@ from fl_privacy.defenses.accounting import epsilon_for, noise_multiplier_for
 from fl_privacy.defenses.clipping import global_norm
 from fl_privacy.defenses.quantization import quantize_tensor
 
-torch.set_num_threads(1)
-
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 CHECK_Q, CHECK_SIGMA, CHECK_STEPS, CHECK_DELTA = 256 / 60000, 1.1, 14062, 1e-5  # REFERENCES.md "Defenses"
 

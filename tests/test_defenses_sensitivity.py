@@ -16,9 +16,6 @@ from fl_privacy.defenses import graddefense as gd
 from fl_privacy.defenses import soteria as st
 from fl_privacy.models import build_model
 
-torch.set_num_threads(1)
-
-
 # ----------------------------------------------------------------------------- helpers
 
 

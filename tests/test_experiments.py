@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from fl_privacy.attacks import oneshot
@@ -20,15 +19,6 @@ from fl_privacy.experiments.spec import ATTACK_METRICS, FEDERATION_METRICS
 from tests.conftest import needs_mnist
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """2 shared cores: keep torch to one thread here, restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 ATTACK_BASE = {

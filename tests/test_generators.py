@@ -26,15 +26,6 @@ from fl_privacy.data.datasets import LOCAL_FILES
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small networks: one thread is faster, and robust when other jobs load the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _has(name: str) -> bool:
     root = os.environ.get("FL_PRIVACY_DATA_DIR")
     return bool(root) and (Path(root) / LOCAL_FILES[name]).exists()

@@ -24,15 +24,6 @@ from fl_privacy.models import build_model
 from fl_privacy.training import local_update, split_state
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small double-backward graphs: one thread is faster, and robust when other jobs load the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- helpers
 def _data(n: int, c: int = 3, size: int = 16, classes: int = 10, seed: int = 0) -> ImageData:
     """Smooth random images (bilinear upsampling of 4x4 noise), labels 0, 1, 2, ..."""

@@ -30,15 +30,6 @@ MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 NZ = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small double-backward graphs: one thread is faster, and robust when other jobs load the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _random_generator(num_classes: int = 10, seed: int = 0) -> Generator:
     """An untrained generator whose images vary a lot with z and the label.
 

@@ -18,16 +18,6 @@ from fl_privacy.training import loss_fn, sgd_steps, split_state
 REPEATED = torch.tensor([3, 3, 3, 7, 1, 1, 0, 9])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one intra-op thread avoids OpenMP spin-waits when the
-    2 CPUs are shared with other jobs (seconds instead of tens of seconds)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(name: str, seed: int, **options) -> torch.nn.Module:
     torch.manual_seed(seed)
     return build_model(name, num_classes=10, in_channels=3, image_size=32, **options)

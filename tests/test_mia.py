@@ -42,15 +42,6 @@ from fl_privacy.recording import RecordedUpdate
 from fl_privacy.training import loss_fn, sgd_steps, split_state
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster and robust when other jobs load the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ----------------------------------------------------------------------------- data and models
 @pytest.fixture(scope="module")
 def data() -> ImageData:
