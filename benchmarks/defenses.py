@@ -1,12 +1,12 @@
 """Each defense at its papers' settings: leakage under the default GIA-O attack, accuracy, bytes.
 
-    python benchmarks/defenses.py                      # CPU-sized: 2 images, 1000 iterations, 3 rounds
+    python benchmarks/defenses.py                      # CPU-sized: 2 images, 500 iterations, 3 rounds
     python benchmarks/defenses.py --only none topk_0.1 --images 4 --iterations 4000 --rounds 10
 
 For every defense setting: (1) ``fl-privacy attack``'s code on CIFAR-10 test
 images (ConvNet-32 untrained, FedSGD batch 1, labels known,
 ``inverting_gradients``) gives PSNR/SSIM of the reconstruction; (2) a short
-FedAvg federation (small CNN, 10 clients, Dirichlet 0.5) with the same defense
+FedAvg federation (small CNN, 10 clients with 500 samples each, Dirichlet 0.5) with the same defense
 gives test accuracy and the bytes a client sends. The table is the first
 draft of the privacy-utility frontier.
 """
@@ -60,7 +60,7 @@ SETTINGS: dict[str, list[dict]] = {
 def leakage(name: str, defenses: list[dict], images: list[int], iterations: int, out: str) -> dict[str, float]:
     config = build_config({
         "name": f"attack-{name}", "data": {"dataset": "cifar10"}, "model": {"name": "convnet", "width": 32},
-        "training": {"algorithm": "fedsgd", "batch_size": 1}, "defenses": defenses,
+        "training": {"algorithm": "fedsgd", "batch_size": 1, "model_mode": "eval"}, "defenses": defenses,
         "attack": {"name": "inverting_gradients", "threat": {"labels": True}, "progress": False,
                    "gia": {"iterations": iterations}},
     })
@@ -68,9 +68,10 @@ def leakage(name: str, defenses: list[dict], images: list[int], iterations: int,
     return {"psnr": float(np.mean([r["psnr_mean"] for r in rows])), "ssim": float(np.mean([r["ssim_mean"] for r in rows]))}
 
 
-def utility(name: str, defenses: list[dict], rounds: int, out: str) -> dict[str, float]:
+def utility(name: str, defenses: list[dict], rounds: int, samples: int, out: str) -> dict[str, float]:
     config = build_config({
-        "name": f"fedavg-{name}", "data": {"dataset": "cifar10", "partition": "dirichlet", "alpha": 0.5},
+        "name": f"fedavg-{name}",
+        "data": {"dataset": "cifar10", "partition": "dirichlet", "alpha": 0.5, "samples_per_client": samples},
         "model": {"name": "small_cnn"}, "federation": {"num_clients": 10, "rounds": rounds},
         "training": {"algorithm": "fedavg", "local_epochs": 1, "batch_size": 32, "lr": 0.05},
         "defenses": defenses, "evaluation": {"every": rounds, "test_samples": 2000},
@@ -84,7 +85,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help=f"settings (default: all): {', '.join(SETTINGS)}")
     parser.add_argument("--images", type=int, default=2)
-    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--samples", type=int, default=500, help="training samples per client (0 = all)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -100,7 +102,7 @@ def main() -> None:
     for name in names:
         defenses = SETTINGS[name]
         leak = leakage(name, defenses, images, args.iterations, out)
-        use = utility(name, defenses, args.rounds, out)
+        use = utility(name, defenses, args.rounds, args.samples, out)
         params = "; ".join(", ".join(f"{k}={v}" for k, v in d.items()) for d in defenses) or "–"
         print(f"| {name} | {params} | {leak['psnr']:.2f} | {leak['ssim']:.3f} | {use['accuracy']:.4f} | "
               f"{use['kib']:.0f} | {use['compression']:.1f} |", flush=True)

@@ -34,9 +34,17 @@ def _settings(iterations: float) -> dict[str, dict[str, Any]]:
     cifar = {"data": {"dataset": "cifar10"}}
     mnist = {"data": {"dataset": "mnist", "normalize": False}}
     return {
-        "convnet_ig": {
-            "what": "ConvNet-32 untrained, FedSGD batch 1, labels known, inverting_gradients",
+        "convnet_ig_trainbn": {
+            "what": "same, but the client's model in train mode (BatchNorm on the single image's statistics)",
             "config": {**cifar, "model": {"name": "convnet", "width": 32}, "training": {"algorithm": "fedsgd", "batch_size": 1},
+                       "attack": {"name": "inverting_gradients", "threat": {"labels": True}, "gia": {"iterations": it(2000)}}},
+            "per_image": True, "split": "test", "indices": CIFAR_TEST,
+        },
+        "convnet_ig": {
+            "what": "ConvNet-32 untrained, FedSGD batch 1 (model in eval mode, as Inverting Gradients' experiments), "
+                    "labels known, inverting_gradients",
+            "config": {**cifar, "model": {"name": "convnet", "width": 32},
+                       "training": {"algorithm": "fedsgd", "batch_size": 1, "model_mode": "eval"},
                        "attack": {"name": "inverting_gradients", "threat": {"labels": True}, "gia": {"iterations": it(2000)}}},
             "per_image": True, "split": "test", "indices": CIFAR_TEST,
         },
@@ -53,15 +61,16 @@ def _settings(iterations: float) -> dict[str, dict[str, Any]]:
             "per_image": True, "split": "test", "indices": MNIST_TEST,
         },
         "resnet18_ig": {
-            "what": "ResNet-18 untrained, FedSGD batch 1, labels known, inverting_gradients",
-            "config": {**cifar, "model": {"name": "resnet18"}, "training": {"algorithm": "fedsgd", "batch_size": 1},
+            "what": "ResNet-18 untrained, FedSGD batch 1 (eval mode), labels known, inverting_gradients",
+            "config": {**cifar, "model": {"name": "resnet18"},
+                       "training": {"algorithm": "fedsgd", "batch_size": 1, "model_mode": "eval"},
                        "attack": {"name": "inverting_gradients", "threat": {"labels": True}, "gia": {"iterations": it(500)}}},
             "per_image": True, "split": "test", "indices": CIFAR_TEST,
         },
         "fedavg_known": {
-            "what": "ConvNet-32, FedAvg 1 epoch of 4 mini-batches of 2 (8 images, lr 0.1), labels known, schedule KNOWN",
+            "what": "ConvNet-32 (eval mode), FedAvg 1 epoch of 4 mini-batches of 2 (8 images, lr 0.1), labels known, schedule KNOWN",
             "config": {**cifar, "model": {"name": "convnet", "width": 32},
-                       "training": {"algorithm": "fedavg", "batch_size": 2, "lr": 0.1},
+                       "training": {"algorithm": "fedavg", "batch_size": 2, "lr": 0.1, "model_mode": "eval"},
                        "attack": {"name": "inverting_gradients", "threat": {"labels": True, "schedule": True},
                                   "gia": {"iterations": it(1000)}}},
             "per_image": False, "split": "test", "indices": CIFAR_TEST,
@@ -69,7 +78,7 @@ def _settings(iterations: float) -> dict[str, dict[str, Any]]:
         "fedavg_unknown": {
             "what": "same update, schedule UNKNOWN (one gradient, sign-corrected: target -delta, cosine)",
             "config": {**cifar, "model": {"name": "convnet", "width": 32},
-                       "training": {"algorithm": "fedavg", "batch_size": 2, "lr": 0.1},
+                       "training": {"algorithm": "fedavg", "batch_size": 2, "lr": 0.1, "model_mode": "eval"},
                        "attack": {"name": "inverting_gradients", "threat": {"labels": True, "schedule": False},
                                   "gia": {"iterations": it(1000)}}},
             "per_image": False, "split": "test", "indices": CIFAR_TEST,

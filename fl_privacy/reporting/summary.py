@@ -40,7 +40,8 @@ def write_summary(run: RunDirectory, title: str, notes: list[str] | None = None)
     records = run.read_jsonl("rounds.jsonl")
     lines = [f"# {title}", ""]
     lines += notes or []
-    columns = _COLUMNS + [c for c in _ATTACK_COLUMNS if any(c[0] in r for r in records)]
+    columns = [c for c in _COLUMNS + _ATTACK_COLUMNS
+               if c[0] == "round" or any(r.get(c[0]) not in (None, []) for r in records)]
     lines += ["", "## Rounds", ""]
     lines.append("| " + " | ".join(h for _, h, _ in columns) + " |")
     lines.append("|" + "---|" * len(columns))
