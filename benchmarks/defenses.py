@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
+
+os.environ.setdefault("FLWR_LOG_LEVEL", "WARNING")  # before Flower is imported
 import tempfile
 
 import numpy as np
@@ -90,7 +92,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    os.environ.setdefault("FLWR_LOG_LEVEL", "WARNING")
     out = args.out or tempfile.mkdtemp(prefix="defense-bench-")
     names = args.only or list(SETTINGS)
     images = [3, 10, 21, 30, 40, 50, 60, 70][: args.images]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
+
+os.environ.setdefault("FLWR_LOG_LEVEL", "WARNING")  # before Flower is imported
 import tempfile
 import time
 from typing import Any
@@ -116,7 +118,6 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="where run directories go (default: a temp dir)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
-    os.environ.setdefault("FLWR_LOG_LEVEL", "WARNING")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = args.out or tempfile.mkdtemp(prefix="gia-bench-")

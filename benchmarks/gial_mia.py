@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import os
+
+os.environ.setdefault("FLWR_LOG_LEVEL", "WARNING")  # before Flower is imported
 import tempfile
 import time
 from pathlib import Path
@@ -112,7 +114,6 @@ def main() -> None:
     parser.add_argument("--audit-size", type=int, default=1000)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    os.environ.setdefault("FLWR_LOG_LEVEL", "WARNING")
     out = Path(args.out or tempfile.mkdtemp(prefix="gial-mia-"))
     out.mkdir(parents=True, exist_ok=True)
     print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}; outputs in {out}\n")
