@@ -93,8 +93,8 @@ def run_setting(name: str, spec: dict[str, Any], images: int, out: str, restarts
     if restarts:
         config_dict["attack"]["gia"]["restarts"] = restarts
     config = build_config({"name": name, **config_dict}, {"attack.progress": False})
-    indices = spec["indices"][:images]
-    groups = [[i] for i in indices] if spec["per_image"] else [indices]
+    # per-image settings attack ``images`` victims; a FedAvg setting is one victim with all its images
+    groups = [[i] for i in spec["indices"][:images]] if spec["per_image"] else [spec["indices"]]
     rows = []
     for k, group in enumerate(groups):
         _, entry = attack_once(config, f"{out}/{name}-{k}", split=spec["split"], indices=group)
@@ -111,7 +111,7 @@ def run_setting(name: str, spec: dict[str, Any], images: int, out: str, restarts
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", help="settings to run (default: all)")
-    parser.add_argument("--images", type=int, default=4, help="test images (victims) per setting")
+    parser.add_argument("--images", type=int, default=4, help="victims (one test image each) per batch-1 setting")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every setting's iterations")
     parser.add_argument("--restarts", type=int, nargs="*", default=None,
                         help="also time convnet_ig with these restart counts (e.g. 1 8)")
