@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace, fields
 from typing import Literal, get_args, get_type_hints
 
 import numpy as np
@@ -392,12 +392,13 @@ def reconstruct(obs: Observation, cfg: GIAConfig, device: torch.device | str | N
                 progress: bool = False) -> GIAResult:
     """Reconstruct the client's batch from ``obs`` with ``cfg``; return the best restart.
 
-    Adam: every restart is an independent problem (Adam is element-wise and the loss a sum over
-    restarts). L-BFGS: one ``torch.optim.LBFGS`` over the stacked (R, ...) tensors; the loss is a
-    sum of independent terms, so its minimisers are each restart's, but the line search, step
-    size and curvature history are shared: restarts are coupled in their path (and a restart that
-    diverges to NaN spoils the others), unlike R separate L-BFGS runs.
+    Adam: all restarts run as one batch through the model (Adam is element-wise and the loss a
+    sum over restarts, so they stay independent). L-BFGS: its line search and curvature history
+    would couple restarts stacked into one problem (one diverging restart drags the others), so
+    each restart is its own L-BFGS run (seed ``cfg.seed + r``), one after another.
     """
+    if cfg.optimizer == "lbfgs" and cfg.restarts > 1:
+        return _independent_restarts(obs, cfg, device, progress)
     device = torch.device(device) if device is not None else default_device()
     problem = GIAProblem(obs, cfg, device)
     R, B = cfg.restarts, problem.batch_size
@@ -501,3 +502,18 @@ def reconstruct(obs: Observation, cfg: GIAConfig, device: torch.device | str | N
         soft_labels=soft,
         notes=notes,
     )
+
+
+def _independent_restarts(obs: Observation, cfg: GIAConfig, device: torch.device | str | None,
+                          progress: bool) -> GIAResult:
+    """R single-restart runs (different seeds); the best by final gradient distance wins."""
+    runs = [reconstruct(obs, replace(cfg, restarts=1, seed=cfg.seed + r), device, progress)
+            for r in range(cfg.restarts)]
+    finals = [run.objective for run in runs]
+    best = int(np.argmin(np.nan_to_num(np.asarray(finals, dtype=np.float64), nan=np.inf)))
+    seconds = sum(run.seconds for run in runs)
+    trace = np.column_stack([runs[0].trace[:, 0]] + [run.trace[:, 1] for run in runs])
+    notes = [n for run in runs for n in run.notes]
+    return replace(runs[best], restart_objectives=finals, trace=trace, seconds=seconds,
+                   seconds_per_iteration=seconds / cfg.iterations, best_restart=best,
+                   notes=sorted(set(notes)) + ["L-BFGS restarts ran one after another (independent line searches)"])
