@@ -129,7 +129,8 @@ def test_soteria_pruned_count_rounding_and_validation() -> None:
     for bad in (1.0, -0.1, "0.5", True):
         with pytest.raises(ValueError):
             build_pipeline([{"name": "soteria", "pruning_rate": bad}])
-    assert build_pipeline([{"name": "soteria"}]).describe() == [{"name": "soteria", "pruning_rate": 0.6, "probes": None}]
+    assert build_pipeline([{"name": "soteria"}]).describe() == [
+        {"name": "soteria", "pruning_rate": 0.6, "probes": None, "max_samples": 32}]
 
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")  # torch's own jvp decompositions
@@ -446,3 +447,27 @@ def test_registration_and_validation() -> None:
         with pytest.raises(ValueError):
             build_pipeline([{"name": "graddefense", **bad}])
     assert build_pipeline([{"name": "graddefense"}]).payload_bytes({"a": torch.zeros(3)}) == 12
+
+
+def test_soteria_scores_a_bounded_subset_of_a_large_client():
+    """FedAvg clients hold many samples: the ranking comes from at most max_samples of them."""
+    import fl_privacy.defenses.soteria as soteria_module
+
+    seen = []
+    original = soteria_module.feature_scores
+
+    def spy(model, inputs, **kwargs):
+        seen.append(len(inputs))
+        return original(model, inputs, **kwargs)
+
+    soteria_module.feature_scores = spy
+    try:
+        model = build_model("small_cnn", num_classes=10, in_channels=1, image_size=28, width=2)
+        update = {k: torch.randn_like(v) for k, v in model.named_parameters()}
+        context = DefenseContext(kind="delta", model=model, inputs=torch.randn(50, 1, 28, 28),
+                                 labels=torch.zeros(50, dtype=torch.long),
+                                 generator=torch.Generator().manual_seed(0))
+        build_pipeline([{"name": "soteria", "max_samples": 4, "probes": 4}])(update, context)
+    finally:
+        soteria_module.feature_scores = original
+    assert seen == [4]

@@ -126,12 +126,15 @@ class Soteria(Defense):
     ``pruning_rate`` in [0, 1), default 0.6 (seed 004's PLD setting against DGA; 0.8 against
     GIA). ``probes``: None (default) = exact scores; an integer m = estimate them with m
     random forward-mode probes per sample (much cheaper for large F, see
-    :func:`feature_scores`; directions from ``context.generator``).
+    :func:`feature_scores`; directions from ``context.generator``). ``max_samples`` (default 32):
+    the scores sum over at most this many of the client's samples, drawn with the generator;
+    a FedSGD batch up to that size uses all of it, a FedAvg client with thousands of samples
+    gets the ranking from a random subset instead of hours of Jacobians (None = all).
     """
 
     name = "soteria"
 
-    def __init__(self, *, pruning_rate: float = 0.6, probes: int | None = None) -> None:
+    def __init__(self, *, pruning_rate: float = 0.6, probes: int | None = None, max_samples: int | None = 32) -> None:
         if isinstance(pruning_rate, bool) or not isinstance(pruning_rate, (int, float)):
             raise TypeError(f"pruning_rate must be a number in [0, 1), got {pruning_rate!r}")
         pruning_rate = float(pruning_rate)
@@ -141,9 +144,13 @@ class Soteria(Defense):
             raise TypeError(f"probes must be None (exact) or an integer >= 1, got {probes!r}")
         if probes is not None and probes < 1:
             raise ValueError(f"probes must be None (exact) or an integer >= 1, got {probes!r}")
-        super().__init__(pruning_rate=pruning_rate, probes=probes)
+        if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
+                                        or max_samples < 1):
+            raise ValueError(f"max_samples must be None (all) or an integer >= 1, got {max_samples!r}")
+        super().__init__(pruning_rate=pruning_rate, probes=probes, max_samples=max_samples)
         self.pruning_rate = pruning_rate
         self.probes = probes
+        self.max_samples = max_samples
 
     def apply(self, update: Update, context: DefenseContext) -> Update:
         if context.model is None or context.inputs is None:
@@ -151,7 +158,11 @@ class Soteria(Defense):
         key, _ = representation_layer(context.model)
         if key not in update:
             raise KeyError(f"soteria: the update has no '{key}' (the representation layer's weight)")
-        scores = feature_scores(context.model, context.inputs, probes=self.probes, generator=context.generator)
+        inputs = context.inputs
+        if self.max_samples is not None and len(inputs) > self.max_samples:
+            chosen = torch.randperm(len(inputs), generator=context.generator)[: self.max_samples]
+            inputs = inputs[chosen.to(inputs.device)]
+        scores = feature_scores(context.model, inputs, probes=self.probes, generator=context.generator)
         drop = pruned_features(scores, self.pruning_rate).to(update[key].device)
         out = dict(update)
         weight = update[key].clone()
