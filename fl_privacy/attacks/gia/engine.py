@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field, replace, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Literal, get_args, get_type_hints
 
 import numpy as np
@@ -49,6 +49,28 @@ from fl_privacy.attacks.threat import Observation
 from fl_privacy.training import loss_fn
 
 __all__ = ["GIAConfig", "GIAProblem", "GIAResult", "reconstruct"]
+
+
+def check_choices(config: object) -> None:
+    """Every ``Literal[...]`` field of a config dataclass holds one of its choices (else a ValueError naming it)."""
+    hints = get_type_hints(type(config))
+    for f in fields(config):
+        value = getattr(config, f.name)
+        choices = get_args(hints[f.name])
+        if choices and value not in choices:
+            raise ValueError(f"{type(config).__name__}.{f.name} must be one of {list(choices)}, got {value!r}")
+
+
+def from_presets(presets: dict, name: str, overrides: dict[str, object], kind: str):  # noqa: ANN201
+    """A copy of ``presets[name]`` with ``overrides`` (unknown preset or field: ValueError listing the choices)."""
+    if name not in presets:
+        raise ValueError(f"unknown {kind} preset {name!r}; available presets: {sorted(presets)}")
+    config = presets[name]
+    known = {f.name for f in fields(config)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown {type(config).__name__} field(s) {unknown}; fields: {sorted(known)}")
+    return replace(config, **overrides)
 
 
 @dataclass
@@ -107,12 +129,7 @@ class GIAConfig:
     """Trace interval in iterations; 0 = automatic (about 100 points). The last iteration is always logged."""
 
     def __post_init__(self) -> None:
-        hints = get_type_hints(type(self))
-        for f in fields(self):
-            value = getattr(self, f.name)
-            choices = get_args(hints[f.name])
-            if choices and value not in choices:
-                raise ValueError(f"GIAConfig.{f.name} must be one of {list(choices)}, got {value!r}")
+        check_choices(self)
         for name in ("lr", "objective_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GIAConfig.{name} must be > 0, got {getattr(self, name)!r}")

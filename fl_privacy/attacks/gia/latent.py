@@ -43,8 +43,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, get_args, get_type_hints
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -59,7 +59,9 @@ from fl_privacy.attacks.gia.engine import (
     _logged_iterations,
     _resolve_labels,
     _scheduler,
+    check_choices,
     default_device,
+    from_presets,
 )
 from fl_privacy.attacks.gia.labels import LABEL_METHODS
 from fl_privacy.attacks.threat import Observation
@@ -123,12 +125,7 @@ class GIALConfig:
     """Trace interval in iterations (both stages); 0 = automatic (about 100 points per stage)."""
 
     def __post_init__(self) -> None:
-        hints = get_type_hints(type(self))
-        for f in fields(self):
-            value = getattr(self, f.name)
-            choices = get_args(hints[f.name])
-            if choices and value not in choices:
-                raise ValueError(f"GIALConfig.{f.name} must be one of {list(choices)}, got {value!r}")
+        check_choices(self)
         if self.label_method not in LABEL_METHODS:
             raise ValueError(f"GIALConfig.label_method must be one of {list(LABEL_METHODS)}, got {self.label_method!r}")
         for name in ("lr", "generator_lr"):
@@ -196,13 +193,7 @@ LATENT_PRESETS: dict[str, GIALConfig] = {
 
 def latent_preset(name: str, **overrides: object) -> GIALConfig:
     """A copy of GIA-L preset ``name`` with ``overrides`` applied (validated like any GIALConfig)."""
-    if name not in LATENT_PRESETS:
-        raise ValueError(f"unknown GIA-L preset {name!r}; available presets: {sorted(LATENT_PRESETS)}")
-    known = {f.name for f in fields(GIALConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown GIALConfig field(s) {unknown}; fields: {sorted(known)}")
-    return replace(LATENT_PRESETS[name], **overrides)
+    return from_presets(LATENT_PRESETS, name, overrides, "GIA-L")
 
 
 # ---------------------------------------------------------------------- latent priors

@@ -7,9 +7,7 @@ papers. Override single fields with ``preset(name, field=value)``.
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
-
-from fl_privacy.attacks.gia.engine import GIAConfig
+from fl_privacy.attacks.gia.engine import GIAConfig, from_presets
 
 __all__ = ["PRESETS", "preset"]
 
@@ -73,10 +71,4 @@ PRESETS: dict[str, GIAConfig] = {
 
 def preset(name: str, **overrides: object) -> GIAConfig:
     """A copy of preset ``name`` with ``overrides`` applied (validated like any GIAConfig)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown GIA preset {name!r}; available presets: {sorted(PRESETS)}")
-    known = {f.name for f in fields(GIAConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown GIAConfig field(s) {unknown}; fields: {sorted(known)}")
-    return replace(PRESETS[name], **overrides)
+    return from_presets(PRESETS, name, overrides, "GIA")
