@@ -54,7 +54,7 @@ SETTINGS: dict[str, list[dict]] = {
     "powersgd_4": [{"name": "powersgd", "rank": 4}],
     "topk_level_1": [{"name": "topk", "match_powersgd_rank": 1}],
     # seed 004: PLD (Soteria) 80% and GradDefense (10 slices, 5 perturbed)
-    "soteria_80": [{"name": "soteria", "pruning_rate": 0.8}],
+    "soteria_80": [{"name": "soteria", "pruning_rate": 0.8, "probes": 16}],  # exact scores: B x F backward passes
     "graddefense": [{"name": "graddefense"}],
 }
 
