@@ -8,7 +8,7 @@ Client exceptions propagate (fail fast) instead of becoming error replies.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from uuid import uuid4
 
 from flwr.app import Context, Message, RecordDict

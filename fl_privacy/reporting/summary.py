@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fl_privacy.reporting.images import _plt
 from fl_privacy.reporting.run_dir import RunDirectory
 
 _COLUMNS = [
@@ -114,11 +115,7 @@ def _plot_attack(run: RunDirectory, records: list[dict[str, Any]]) -> Path | Non
             if r.get("attack_psnr_mean") is not None]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
     rounds = [r[0] for r in rows]
     left.plot(rounds, [r[1] for r in rows], marker="o")
@@ -128,29 +125,24 @@ def _plot_attack(run: RunDirectory, records: list[dict[str, Any]]) -> Path | Non
     for ax in (left, right):
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = run.root / "attack.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, run.root / "attack.png")
 
 
 def _plot_accuracy(run: RunDirectory, records: list[dict[str, Any]]) -> Path | None:
     points = [(r["round"], r["test_accuracy"]) for r in records if r.get("test_accuracy") is not None]
     if len(points) < 2:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _plt()
     fig, ax = plt.subplots(figsize=(4.5, 3))
     ax.plot(*zip(*points), marker="o")
     ax.set_xlabel("round")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=0.3)
+    return _save(plt, fig, run.root / "accuracy.png")
+
+
+def _save(plt, fig, path: Path) -> Path:  # noqa: ANN001
     fig.tight_layout()
-    path = run.root / "accuracy.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

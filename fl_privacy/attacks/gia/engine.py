@@ -73,6 +73,15 @@ def from_presets(presets: dict, name: str, overrides: dict[str, object], kind: s
     return replace(config, **overrides)
 
 
+def pick_best_restart(distance: torch.Tensor, notes: list[str]) -> tuple[torch.Tensor, int]:
+    """Final distances on the CPU and the index of the best restart (a diverged one never wins; noted)."""
+    finals = distance.detach().cpu()
+    best = int(torch.argmin(torch.nan_to_num(finals.double(), nan=math.inf)))
+    if not torch.isfinite(finals).all():
+        notes.append(f"{int((~torch.isfinite(finals)).sum())} restart(s) diverged (non-finite objective)")
+    return finals, best
+
+
 @dataclass
 class GIAConfig:
     """Settings of one GIA-O attack. ``presets`` holds the reference attacks' values."""
@@ -491,12 +500,8 @@ def reconstruct(obs: Observation, cfg: GIAConfig, device: torch.device | str | N
 
     with torch.no_grad():
         _, distance = problem.evaluate(x, labels_now())
-    finals = distance.detach().cpu()
     seconds = time.perf_counter() - start
-    scores = torch.nan_to_num(finals.double(), nan=math.inf)
-    best = int(torch.argmin(scores))
-    if not torch.isfinite(finals).all():
-        notes.append(f"{int((~torch.isfinite(finals)).sum())} restart(s) diverged (non-finite objective)")
+    finals, best = pick_best_restart(distance, notes)
     soft = None
     if logits is None:
         labels = hard.detach().cpu()

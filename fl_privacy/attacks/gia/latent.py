@@ -62,6 +62,7 @@ from fl_privacy.attacks.gia.engine import (
     check_choices,
     default_device,
     from_presets,
+    pick_best_restart,
 )
 from fl_privacy.attacks.gia.labels import LABEL_METHODS
 from fl_privacy.attacks.threat import Observation
@@ -336,12 +337,8 @@ def reconstruct_latent(obs: Observation, cfg: GIALConfig, generator: nn.Module,
         z = latent(w)
         x = to_candidates(G(z, y_gen), R)
         _, distance = problem.evaluate(x, labels)
-    finals = distance.detach().cpu()
     stage1_seconds = time.perf_counter() - start
-    scores = torch.nan_to_num(finals.double(), nan=math.inf)
-    best = int(torch.argmin(scores))
-    if not torch.isfinite(finals).all():
-        notes.append(f"{int((~torch.isfinite(finals)).sum())} restart(s) diverged (non-finite objective)")
+    finals, best = pick_best_restart(distance, notes)
     images = x[best].detach()
     objective = float(finals[best])
     trace_np = np.column_stack([np.asarray(logged, dtype=np.float64), trace.cpu().double().numpy()])
