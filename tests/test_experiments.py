@@ -352,3 +352,94 @@ def test_federation_mode_rows_per_round_and_per_run(tmp_path):
     assert "round" not in header and [r["defense"] for r in rows] == ["none", "dp"]
     assert rows[0]["epsilon"] == "" and float(rows[1]["epsilon"]) > 0
     assert (out / "points" / rows[0]["point_id"] / "seed0" / "rounds.jsonl").exists()
+
+
+# ----------------------------------------------------------------------------- random victims and generators
+
+
+@needs_mnist
+def test_random_victim_indices_are_seeded_distinct_and_checked(tmp_path):
+    experiment = attack_experiment(victims={"split": "test", "indices": {"random": 6, "seed": 3}, "group": 2},
+                                   base_batch=2)
+    experiment.pop("base_batch")
+    base = {**ATTACK_BASE, "training": {"algorithm": "fedsgd", "batch_size": 2}}
+    first = load_experiment(write(tmp_path, experiment, base), check_data=False)
+    again = load_experiment(write(tmp_path, experiment, base), check_data=False)
+    drawn = [i for v in first.points[0].victims for i in v.indices]
+    assert len(drawn) == len(set(drawn)) == 6
+    assert drawn == [i for v in again.points[0].victims for i in v.indices]
+    assert drawn != list(range(drawn[0], drawn[0] + 6))  # a draw, not a block
+    other = load_experiment(write(tmp_path, attack_experiment(
+        victims={"split": "test", "indices": {"random": 6, "seed": 4}, "group": 2}), base), check_data=False)
+    assert [i for v in other.points[0].victims for i in v.indices] != drawn
+    with pytest.raises(ConfigError, match=r"asks for 1000000 random images, the test split has"):
+        load_experiment(write(tmp_path, attack_experiment(
+            victims={"split": "test", "indices": {"random": 10**6}, "group": 1})), check_data=False)
+    with pytest.raises(ConfigError, match=r"unknown key 'experiment.victims.indices.count'"):
+        load_experiment(write(tmp_path, attack_experiment(
+            victims={"split": "test", "indices": {"count": 4}, "group": 1})), check_data=False)
+
+
+GIAL_BASE = {**ATTACK_BASE, "attack": {"name": "ggl", "threat": {"labels": True}, "gia": {"iterations": 2}}}
+TINY_GENERATOR = {"dataset": "mnist", "classes": [0, 1], "conditional": False, "epochs": 1, "max_steps": 2,
+                  "max_samples": 32, "batch_size": 8, "ngf": 4, "ndf": 4, "nz": 4}
+
+
+def generator_experiment(**changes) -> dict:
+    settings = {
+        "victims": {"split": "test", "indices": [0], "group": 1},
+        "generators": {"public": TINY_GENERATOR, "other": {**TINY_GENERATOR, "classes": [5, 6]}},
+        "sweep": {"prior": {"own": {"attack.generator": "generator:public"},
+                            "ood": {"attack.generator": "generator:other"}}},
+        "table": {"rows": "prior", "metrics": ["ssim_mean"]}, "figure": None}
+    return attack_experiment(**{**settings, **changes})
+
+
+def test_generator_references_are_resolved_under_the_output_and_checked(tmp_path):
+    path = write(tmp_path, generator_experiment(), GIAL_BASE)
+    loaded = load_experiment(path, out=tmp_path / "out", check_data=False)
+    assert set(loaded.generators) == {"public", "other"}
+    assert [p.configs[0].attack.generator for p in loaded.points] == [
+        str(tmp_path / "out" / "generators" / "public.pt"), str(tmp_path / "out" / "generators" / "other.pt")]
+    # the fingerprint does not depend on where the output lives, but on the generators' settings
+    assert load_experiment(path, out=tmp_path / "elsewhere", check_data=False).fingerprint() == loaded.fingerprint()
+    changed = generator_experiment(profiles={"quick": {"generators": {"public": {"epochs": 2}}}, "full": {}})
+    assert load_experiment(write(tmp_path, changed, GIAL_BASE), out=tmp_path / "out",
+                           check_data=False).fingerprint() != loaded.fingerprint()
+    unknown = generator_experiment(sweep={"prior": {"own": {"attack.generator": "generator:publik"}}})
+    with pytest.raises(ConfigError, match=r"'generator:publik' names no generator.*did you mean 'public'"):
+        load_experiment(write(tmp_path, unknown, GIAL_BASE), check_data=False)
+    bad_profile = generator_experiment(profiles={"quick": {"generators": {"nope": {"epochs": 1}}}, "full": {}})
+    with pytest.raises(ConfigError, match=r"profiles.quick.generators: 'nope' is not defined"):
+        load_experiment(write(tmp_path, bad_profile, GIAL_BASE), check_data=False)
+    bad_key = generator_experiment(generators={"public": {**TINY_GENERATOR, "epoch": 1}})
+    with pytest.raises(ConfigError, match=r"unknown key 'experiment.generators.public.epoch'; did you mean"):
+        load_experiment(write(tmp_path, bad_key, GIAL_BASE), check_data=False)
+
+
+@needs_mnist
+def test_generators_are_trained_once_before_the_attacks_and_reused(tmp_path, monkeypatch):
+    from fl_privacy.attacks import generators as generators_module
+
+    trained: list[list[int]] = []
+    real = generators_module.train_generator
+
+    def counting_train(**kwargs):
+        trained.append(kwargs["classes"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(generators_module, "train_generator", counting_train)
+    path = write(tmp_path, generator_experiment(), GIAL_BASE)
+    out = run_experiment(path, out=tmp_path / "out", progress=False)
+    assert sorted(trained) == [[0, 1], [5, 6]]
+    assert (out / "generators" / "public.pt").exists() and (out / "generators" / "other.json").exists()
+    _, rows = read_rows(out)
+    assert [r["prior"] for r in rows] == ["own", "ood"] and all(r["ssim_mean"] for r in rows)
+    summary = (out / "summary.md").read_text()
+    assert "## Generators" in summary and "| public | mnist train classes [0,1] | 32 |" in summary
+    run_experiment(path, out=tmp_path / "out", progress=False)  # resume: nothing retrained
+    assert len(trained) == 2
+    with pytest.raises(ConfigError, match=r"classes \[12\] do not occur in mnist"):
+        bad = generator_experiment(generators={"public": {**TINY_GENERATOR, "classes": [12]},
+                                               "other": TINY_GENERATOR})
+        load_experiment(write(tmp_path, bad, GIAL_BASE), out=tmp_path / "x")

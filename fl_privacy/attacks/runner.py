@@ -8,6 +8,7 @@ writes a picture and the objective trace next to the run's other records.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,14 @@ from fl_privacy.reporting.images import save_comparison_grid, save_trace
 ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc")
 
 
-def gia_config(config: ExperimentConfig):  # noqa: ANN201
+def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = ()):  # noqa: ANN201
     """The preset named by ``attack.name`` with ``attack.gia.*`` overrides and the run's seed.
 
     When the threat level grants the labels, a preset that would infer them uses
     them instead. Knowledge a preset needs but the threat level does not grant
     (labels forced to "known", BN statistics for the BN prior) is a config error.
+    ``pending_generators``: generator files an experiment trains before its first
+    run (their absence is not an error yet).
     """
     from fl_privacy.attacks import GIA_L_NAMES
     from fl_privacy.attacks.gia import preset
@@ -45,7 +48,7 @@ def gia_config(config: ExperimentConfig):  # noqa: ANN201
     except ValueError as err:
         raise ConfigError(f"attack: {err}") from None
     if config.attack.name in GIA_L_NAMES:
-        _check_generator(config)
+        _check_generator(config, pending_generators)
     if cfg.labels == "known" and not threat.labels:
         raise ConfigError("attack.gia.labels is 'known' but the threat level does not grant labels: "
                           "set attack.threat.labels=true or use labels 'infer'")
@@ -55,12 +58,12 @@ def gia_config(config: ExperimentConfig):  # noqa: ANN201
     return cfg
 
 
-def _check_generator(config: ExperimentConfig) -> None:
+def _check_generator(config: ExperimentConfig, pending: Collection[str] = ()) -> None:
     path = config.attack.generator
     if not path:
         raise ConfigError(f"attack '{config.attack.name}' searches a generator's latent space: set attack.generator "
                           "to a checkpoint (train one with `fl-privacy train-generator --out gen.pt ...`)")
-    if not Path(path).expanduser().is_file():
+    if path not in pending and not Path(path).expanduser().is_file():
         raise ConfigError(f"attack.generator '{path}' does not exist (train one with `fl-privacy train-generator`)")
 
 

@@ -261,8 +261,8 @@ def run_experiment(
     ``ConfigError`` before any run when anything is wrong."""
     stream = stream or sys.stdout
     started = time.time()
-    experiment = load_experiment(path, overrides, profile)
-    root = Path(out if out is not None else experiment.default_out()).expanduser().resolve()
+    experiment = load_experiment(path, overrides, profile, out=out)
+    root = experiment.root
     root.mkdir(parents=True, exist_ok=True)
     with _Lock(root):
         return _run(experiment, root, started, progress, stream)
@@ -284,6 +284,7 @@ def _run(experiment: Experiment, root: Path, started: float, progress: bool, str
         return write_summary(root, experiment, results.read(), elapsed=time.time() - started,
                              command=command(experiment, root), status=status)
 
+    prepare_generators(experiment, todo, stream, progress)
     lpips = _Lpips()
     from tqdm import tqdm
 
@@ -312,6 +313,36 @@ def _run(experiment: Experiment, root: Path, started: float, progress: bool, str
         summary = summarize("finished" if finished else "stopped early; rerun the command below to resume")
     print(f"summary: {summary}", file=stream)
     return root
+
+
+def prepare_generators(experiment: Experiment, todo: list[Unit], stream: Any, progress: bool) -> None:
+    """Train each ``experiment.generators`` entry that an unfinished run uses and that is not on disk yet.
+
+    The adversary's generator is part of its auxiliary knowledge (SoK §4.2: trained
+    on public data), so the experiment builds it once, under ``DIR/generators/``,
+    and a resumed run reuses the file (the fingerprint covers the spec)."""
+    needed = {name for name in experiment.generators for u in todo
+              if u.point.configs[u.seed].attack.generator == str(experiment.generator_path(name))}
+    for name in sorted(needed):
+        path = experiment.generator_path(name)
+        if path.exists():
+            continue
+        from fl_privacy.attacks.generators import train_generator
+        from fl_privacy.run_setup import resolve_device
+
+        spec = dict(experiment.generators[name])
+        config = next(iter(experiment.points[0].configs.values()))
+        if config.resources.threads:
+            torch.set_num_threads(config.resources.threads)
+        print(f"  training generator '{name}' ({', '.join(f'{k}={show(v)}' for k, v in spec.items())})",
+              file=stream, flush=True)
+        started = time.time()
+        checkpoint = train_generator(**spec, device=resolve_device(config.resources.device), progress=progress,
+                                     data_dir=config.data.data_dir)
+        checkpoint.save_checkpoint(path)
+        info = {k: v for k, v in checkpoint.info().items() if k not in ("history", "format")}
+        path.with_suffix(".json").write_text(json.dumps({"name": name, "spec": spec, **info}, indent=1))
+        print(f"  generator '{name}' trained in {time.time() - started:.0f} s: {path}", file=stream, flush=True)
 
 
 class _Lock:

@@ -59,11 +59,16 @@ from fl_privacy.config import (
 
 TOP_KEYS = ("experiment", "base")
 EXPERIMENT_KEYS = ("name", "question", "paper", "notes", "mode", "victims", "sweep", "seeds", "table", "figure",
-                   "profiles")
+                   "generators", "profiles")
 VICTIM_KEYS = ("split", "indices", "group", "count", "clients")
 TABLE_KEYS = ("rows", "columns", "metrics", "title")
 FIGURE_KEYS = ("x", "y", "hue", "title", "name", "logx", "logy")
-PROFILE_KEYS = ("description", "set", "victims", "sweep", "seeds")
+PROFILE_KEYS = ("description", "set", "victims", "sweep", "seeds", "generators")
+GENERATOR_KEYS = ("dataset", "classes", "split", "epochs", "batch_size", "nz", "ngf", "ndf", "lr", "beta1",
+                  "conditional", "max_samples", "max_steps", "seed")
+"""Arguments of ``fl_privacy.attacks.generators.train_generator`` an experiment's generator may set."""
+GENERATOR_REF = "generator:"
+"""``attack.generator: generator:<name>`` points at the generator ``<name>`` of ``experiment.generators``."""
 MODES = ("attack", "federation")
 DEFAULT_PROFILE = "quick"
 
@@ -247,6 +252,13 @@ class Experiment:
     points: list[Point]
     units: list[Unit]
     per_round: bool
+    root: Path = Path(".")
+    generators: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Generators the experiment trains before its first run (GIA-L's auxiliary knowledge): name -> spec."""
+
+    def generator_path(self, name: str) -> Path:
+        """Where generator ``name`` is kept: ``DIR/generators/<name>.pt`` (trained once, reused on resume)."""
+        return generator_path(self.root, name)
 
     @property
     def axis_keys(self) -> list[str]:
@@ -268,11 +280,16 @@ class Experiment:
         base = {k: v for k, v in self.base.items() if keep(k)}
         if isinstance(base.get("attack"), dict):
             base["attack"] = {k: v for k, v in base["attack"].items() if k != "progress"}
-        return _digest({
+        inputs = {
             "mode": self.mode, "victims": self.victims_spec, "sweep": {a.key: a.describe() for a in self.axes},
             "seeds": self.seeds, "base": base, "overrides": {k: v for k, v in self.overrides.items() if keep(k)},
             "rows_per_round": self.per_round,
-        }, 16)
+        }
+        if self.generators:
+            inputs["generators"] = self.generators
+        # Generator files live under the output directory: a moved directory still resumes.
+        text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str).replace(str(self.root), "DIR")
+        return _digest(text, 16)
 
     def resolved(self) -> dict[str, Any]:
         """The experiment after the profile and ``--set``: written to ``DIR/experiment.yaml``."""
@@ -292,6 +309,7 @@ class Experiment:
                             **({"name": f.name} if f.name else {})) for f in self.figures],
             "overrides": dict(self.overrides),
             "rows_per_round": self.per_round,
+            **({"generators": self.generators} if self.generators else {}),
             "base": self.base,
             "points": [{"id": p.point_id, **{k: show(v) for k, v in p.values.items()}} for p in self.points],
             "fingerprint": self.fingerprint(),
@@ -307,11 +325,20 @@ class Experiment:
     def default_out(self) -> Path:
         """``<out_dir>/<name>-<profile>`` (``out_dir`` from the base config, under $FL_PRIVACY_RUNS_DIR when set):
         the same command resumes into the same directory."""
-        out_dir = build_config(self.resolved_base).out_dir
-        base = Path(out_dir).expanduser()
-        if not base.is_absolute() and os.environ.get("FL_PRIVACY_RUNS_DIR"):
-            base = Path(os.environ["FL_PRIVACY_RUNS_DIR"]) / base
-        return base / f"{self.name}-{self.profile}"
+        return default_out(self.resolved_base, self.name, self.profile)
+
+
+def default_out(resolved_base: dict[str, Any], name: str, profile: str) -> Path:
+    """The output directory of an experiment when ``--out`` is not given (see ``Experiment.default_out``)."""
+    out_dir = build_config(resolved_base).out_dir
+    base = Path(out_dir).expanduser()
+    if not base.is_absolute() and os.environ.get("FL_PRIVACY_RUNS_DIR"):
+        base = Path(os.environ["FL_PRIVACY_RUNS_DIR"]) / base
+    return base / f"{name}-{profile}"
+
+
+def generator_path(root: Path, name: str) -> Path:
+    return root / "generators" / f"{name}.pt"
 
 
 # ----------------------------------------------------------------------------- reading
@@ -349,11 +376,14 @@ def load_experiment(
     overrides: list[str] | Mapping[str, Any] | None = None,
     profile: str | None = None,
     check_data: bool = True,
+    out: str | os.PathLike | None = None,
 ) -> Experiment:
     """Read, resolve (profile, ``--set``) and validate an experiment file; nothing runs.
 
     ``check_data`` also loads each point's data split and builds its model (fast
-    failures on missing datasets, out-of-range victim indices, batch sizes)."""
+    failures on missing datasets, out-of-range victim indices, batch sizes).
+    ``out``: the output directory (default ``default_out``); generators named with
+    ``generator:<name>`` resolve to files under it."""
     path = Path(path)
     data = read_yaml(path)
     if "experiment" not in data:
@@ -431,6 +461,16 @@ def load_experiment(
     for flat in (profile_set, cli):
         resolved_base = _merge(resolved_base, unflatten(flat))
 
+    # -------------------------------------------------------------- generators (trained by the runner, under DIR)
+    root = Path(out).expanduser().resolve() if out is not None else \
+        default_out(resolved_base, name, profile).expanduser().resolve()
+    generators = _generators(raw, chosen, profile)
+    used_generators: set[str] = set()
+    resolved_base = _resolve_generator_refs(resolved_base, generators, root, used_generators, "base")
+    axes = [Axis(a.key, a.values, tuple(_resolve_generator_refs(o, generators, root, used_generators,
+                                                                  f"experiment.sweep.{a.key}") for o in a.overrides),
+                 a.named) for a in axes]
+
     # -------------------------------------------------------------- points
     points = expand(axes)
     for point in points:
@@ -471,11 +511,64 @@ def load_experiment(
         axes=axes, seeds=list(seeds), victims_spec=victims_spec, tables=tables, figures=figures,
         base=_mapping(data.get("base"), "base"), resolved_base=resolved_base, overrides=flat_overrides,
         cli_overrides=cli,
-        points=points, units=units, per_round=per_round,
+        points=points, units=units, per_round=per_round, root=root,
+        generators={k: v for k, v in generators.items() if k in used_generators},
     )
     if check_data:
         preflight(experiment)
     return experiment
+
+
+def _generators(raw: dict[str, Any], chosen: dict[str, Any], profile: str) -> dict[str, dict[str, Any]]:
+    """``experiment.generators`` with the profile's changes merged in (a profile may not add new names)."""
+    specs = {str(k): _mapping(v, f"experiment.generators.{k}")
+             for k, v in _mapping(raw.get("generators"), "experiment.generators").items()}
+    changes = _mapping(chosen.get("generators"), f"experiment.profiles.{profile}.generators")
+    for name, change in changes.items():
+        if name not in specs:
+            raise ConfigError(f"experiment.profiles.{profile}.generators: '{name}' is not defined in "
+                              f"experiment.generators{_close(name, list(specs))} (defined: {', '.join(specs) or 'none'})")
+        specs[name] = {**specs[name], **_mapping(change, f"experiment.profiles.{profile}.generators.{name}")}
+    for name, spec in specs.items():
+        where = f"experiment.generators.{name}"
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"{where}: a generator name may hold letters, digits, '_' and '-' only")
+        _check_keys(spec, GENERATOR_KEYS, where)
+        if "dataset" not in spec:
+            raise ConfigError(f"{where}.dataset is required (the adversary's public data, e.g. cifar10)")
+        for key in ("epochs", "batch_size", "nz", "ngf", "ndf", "max_samples", "max_steps"):
+            value = spec.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{where}.{key} must be a positive integer, not {value!r}")
+        classes = spec.get("classes")
+        if classes is not None and not (isinstance(classes, list) and classes and
+                                        all(isinstance(c, int) and c >= 0 for c in classes)):
+            raise ConfigError(f"{where}.classes must be a non-empty list of class indices, not {classes!r}")
+        if spec.get("split", "train") not in ("train", "test"):
+            raise ConfigError(f"{where}.split must be 'train' or 'test', not {spec['split']!r}")
+    return specs
+
+
+def _resolve_generator_refs(data: dict[str, Any], generators: dict[str, dict[str, Any]], root: Path,
+                            used: set[str], where: str) -> dict[str, Any]:
+    """Replace ``generator:<name>`` in ``attack.generator`` (nested or flat key) by the file under ``root``."""
+    def resolve(value: Any) -> Any:
+        if not (isinstance(value, str) and value.startswith(GENERATOR_REF)):
+            return value
+        name = value[len(GENERATOR_REF):]
+        if name not in generators:
+            raise ConfigError(f"{where}: attack.generator '{value}' names no generator of experiment.generators"
+                              f"{_close(name, list(generators))} (defined: {', '.join(generators) or 'none'})")
+        used.add(name)
+        return str(generator_path(root, name))
+
+    out = dict(data)
+    if "attack.generator" in out:
+        out["attack.generator"] = resolve(out["attack.generator"])
+    attack = out.get("attack")
+    if isinstance(attack, Mapping) and "generator" in attack:
+        out["attack"] = {**attack, "generator": resolve(attack["generator"])}
+    return out
 
 
 def _flat(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -583,9 +676,17 @@ def _victims_spec(raw: dict[str, Any], chosen: dict[str, Any], mode: str, profil
             raise ConfigError(f"experiment.victims.count={count!r} must be 1..{len(clients)} (the clients listed)")
         return {"split": "train", "clients": list(clients), **({"count": count} if count is not None else {})}
     indices = spec.get("indices")
-    if not (isinstance(indices, list) and indices and all(isinstance(i, int) and i >= 0 for i in indices)):
-        raise ConfigError(f"experiment.victims.indices must be a non-empty list of sample indices, not {indices!r}")
-    if len(set(indices)) != len(indices):
+    if isinstance(indices, Mapping):
+        _check_keys(indices, ("random", "seed"), "experiment.victims.indices")
+        n, seed = indices.get("random"), indices.get("seed", 0)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1 or isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError(f"experiment.victims.indices: {{random: N, seed: S}} needs a positive integer N and an "
+                              f"integer S, not {dict(indices)!r}")
+        indices = {"random": n, "seed": seed}
+    elif not (isinstance(indices, list) and indices and all(isinstance(i, int) and i >= 0 for i in indices)):
+        raise ConfigError(f"experiment.victims.indices must be a non-empty list of sample indices or "
+                          f"{{random: N, seed: S}}, not {indices!r}")
+    elif len(set(indices)) != len(indices):
         raise ConfigError(f"experiment.victims.indices repeats an index: {indices}")
     split = spec.get("split", "test")
     if split not in ("train", "test"):
@@ -597,7 +698,7 @@ def _victims_spec(raw: dict[str, Any], chosen: dict[str, Any], mode: str, profil
     count = spec.get("count")
     if count is not None and not (isinstance(count, int) and not isinstance(count, bool) and count >= 1):
         raise ConfigError(f"experiment.victims.count must be a positive integer, not {count!r}")
-    return {"split": split, "indices": list(indices), "group": group, **({"count": count} if count else {})}
+    return {"split": split, "indices": indices if isinstance(indices, dict) else list(indices), "group": group, **({"count": count} if count else {})}
 
 
 def _victims_for(point: Point, spec: dict[str, Any], mode: str, total: int) -> list[Victim]:
@@ -610,7 +711,7 @@ def _victims_for(point: Point, spec: dict[str, Any], mode: str, total: int) -> l
 
     where = f"sweep point {point.index + 1} of {total} ({point.label()})"
     config = next(iter(point.configs.values()))
-    indices = spec["indices"]
+    indices = _indices(spec, config, where)
     group = spec["group"]
     t = config.training
     if group == "auto":
@@ -633,6 +734,27 @@ def _victims_for(point: Point, spec: dict[str, Any], mode: str, total: int) -> l
         raise ConfigError(f"{where}: {max(count, 1)} victim(s) of {group} image(s) need {need} indices, "
                           f"victims.indices has {len(indices)}: add indices or lower victims.count / victims.group")
     return [Victim(v, spec["split"], indices=tuple(indices[v * group:(v + 1) * group])) for v in range(count)]
+
+
+def _indices(spec: dict[str, Any], config: ExperimentConfig, where: str) -> list[int]:
+    """The victims' sample indices: the listed ones, or ``{random: N, seed: S}``, N distinct indices of the split
+    drawn with numpy's seeded generator (in draw order, so consecutive groups mix classes even when a dataset
+    file is sorted by class, as the offline CIFAR-10 archive is)."""
+    indices = spec["indices"]
+    if not isinstance(indices, Mapping):
+        return list(indices)
+    import numpy as np
+
+    from fl_privacy.run_setup import load_split
+
+    try:
+        size = len(load_split(config, spec["split"]))
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from None
+    if indices["random"] > size:
+        raise ConfigError(f"{where}: victims.indices asks for {indices['random']} random images, the "
+                          f"{spec['split']} split has {size}")
+    return np.random.default_rng(indices["seed"]).choice(size, indices["random"], replace=False).tolist()
 
 
 def _listed(value: Any, where: str) -> list[dict[str, Any]]:
@@ -717,7 +839,10 @@ def preflight(experiment: Experiment) -> None:
                 if config.attack.name == "none":
                     raise ConfigError("attack.name is 'none': mode 'attack' needs an attack (e.g. attack.name: "
                                       "inverting_gradients)")
-                gia = gia_config(config)  # the preset exists and the threat level grants what it needs
+                # the preset exists and the threat level grants what it needs (generators trained later may be absent)
+                gia = gia_config(config, pending_generators={str(experiment.generator_path(g))
+                                                             for g in experiment.generators})
+                _check_generator_data(experiment, config)
                 if point.victims and point.victims[0].client is not None:
                     setup = prepare(config)
                     bad = [v.client for v in point.victims if not 0 <= v.client < len(setup.partitions)]
@@ -744,6 +869,29 @@ def preflight(experiment: Experiment) -> None:
                 raise ConfigError(f"{where}: {err}") from None
             except (FileNotFoundError, ValueError) as err:
                 raise ConfigError(f"{where}: {err}") from None
+
+
+def _check_generator_data(experiment: Experiment, config: ExperimentConfig) -> None:
+    """An experiment's generator must exist as data and make images of the victims' shape."""
+    import numpy as np
+
+    from fl_privacy.data import load_dataset
+
+    for name, spec in experiment.generators.items():
+        if config.attack.generator != str(experiment.generator_path(name)):
+            continue
+        public = load_dataset(spec["dataset"], spec.get("split", "train"), config.data.data_dir)
+        victims = load_dataset(config.data.dataset, "train", config.data.data_dir, path=config.data.path)
+        if public.images.shape[1:] != victims.images.shape[1:]:
+            raise ConfigError(f"experiment.generators.{name}: {spec['dataset']} images are "
+                              f"{tuple(public.images.shape[1:])}, the victims' {config.data.dataset} images "
+                              f"{tuple(victims.images.shape[1:])}: the generator must make images of the victims' shape")
+        classes = spec.get("classes")
+        present = set(int(c) for c in np.unique(public.labels)) if classes else set()
+        missing = sorted(set(classes or ()) - present)
+        if missing:
+            raise ConfigError(f"experiment.generators.{name}.classes {missing} do not occur in {spec['dataset']} "
+                              f"(classes 0..{max(present)})")
 
 
 def _check_label_method(gia: Any, images: int) -> None:

@@ -9,6 +9,7 @@ does not name becomes an extra row key (line), never an average.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import statistics
@@ -208,6 +209,25 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
 
 
+def _generator_lines(experiment: Experiment) -> list[str]:
+    """The experiment's generators (GIA-L's auxiliary knowledge): data, size, training time."""
+    if not experiment.generators:
+        return []
+    lines = ["", "## Generators", "", "| name | data | images | epochs | training time | file |", "|---|---|---|---|---|---|"]
+    for name, spec in experiment.generators.items():
+        path = experiment.generator_path(name)
+        sidecar = path.with_suffix(".json")
+        info = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+        data = f"{spec['dataset']} {spec.get('split', 'train')}" + (
+            f" classes {show(spec['classes'])}" if spec.get("classes") else "")
+        if info:
+            lines.append(f"| {name} | {data} | {info.get('num_samples')} | {info.get('epochs', 0):g} | "
+                         f"{_duration(info.get('seconds', 0.0))} | `generators/{path.name}` |")
+        else:
+            lines.append(f"| {name} | {data} | | {spec.get('epochs', '')} | not trained yet | |")
+    return lines
+
+
 def write_summary(root: Path, experiment: Experiment, rows: list[dict[str, str]], *, elapsed: float,
                   command: str, status: str) -> Path:
     """``DIR/summary.md`` with the table(s) and figure(s); rewritten after each point and at the end."""
@@ -238,6 +258,7 @@ def write_summary(root: Path, experiment: Experiment, rows: list[dict[str, str]]
     if experiment.paper:
         lines.append(f"- paper: {experiment.paper}")
     lines += [f"- {note}" for note in experiment.notes]
+    lines += _generator_lines(experiment)
     for i, table in enumerate(experiment.tables):
         title = table.title or ("Results" if len(experiment.tables) == 1 else f"Table {i + 1}")
         lines += ["", f"## {title}", ""] + render_table(experiment, table, recs)
