@@ -467,12 +467,12 @@ def load_experiment(
     generators = _generators(raw, chosen, profile)
     used_generators: set[str] = set()
     resolved_base = _resolve_generator_refs(resolved_base, generators, root, used_generators, "base")
-    axes = [Axis(a.key, a.values, tuple(_resolve_generator_refs(o, generators, root, used_generators,
-                                                                  f"experiment.sweep.{a.key}") for o in a.overrides),
-                 a.named) for a in axes]
 
-    # -------------------------------------------------------------- points
+    # -------------------------------------------------------------- points (ids from the unresolved settings)
     points = expand(axes)
+    for point in points:
+        point.overrides = _resolve_generator_refs(point.overrides, generators, root, used_generators,
+                                                  f"experiment.sweep ({point.label()})")
     for point in points:
         for seed in seeds:
             try:
