@@ -70,7 +70,7 @@ class DataConfig(_Section):
         return self
 
 
-ModelName = Literal["lenet", "convnet", "resnet18", "resnet34", "small_cnn"]
+ModelName = Literal["lenet", "convnet", "resnet18", "resnet34", "small_cnn", "googlenet"]
 
 
 class ModelConfig(_Section):
@@ -168,6 +168,9 @@ class GIAOptions(_Section):
     bound: Literal["none", "tanh"] | None = None
     generator_steps: int | None = Field(default=None, ge=0)
     generator_lr: float | None = Field(default=None, gt=0)
+    parameters: list[str] | None = Field(default=None, description="Match only the gradients of parameters whose "
+                                         "names start with one of these prefixes (SoK Table III: one inception "
+                                         "block, e.g. features.inception_3a); unset = all.")
 
     _empty = field_validator("*", mode="before")(_none_if_empty)
 
@@ -188,6 +191,9 @@ class AttackConfig(_Section):
     generator: str | None = Field(default=None, description="GIA-L (ggl, gias): the generator checkpoint "
                                   "(train one with `fl-privacy train-generator`).")
     max_images: int = Field(default=64, ge=1, description="Refuse to attack updates computed on more samples.")
+    probe_images: int = Field(default=0, ge=0, description="SoK sec. 5.1 (training stage): on each evaluated round "
+                              "also attack a one-step FedSGD gradient of this many test images (a seeded draw, the "
+                              "same every round) on the current global model; 0 = off.")
     progress: bool = True
 
     _rounds = field_validator("rounds", mode="before")(_int_list)
@@ -231,6 +237,14 @@ class EvaluationConfig(_Section):
     every: int = Field(default=1, ge=0, description="Evaluate the global model every N rounds; 0 = never.")
     test_samples: int = Field(default=0, ge=0, description="0 = the whole test split.")
     batch_size: int = Field(default=1000, ge=1)
+    igsa: bool = Field(default=False, description="Also measure IGSA (input-gradient smoothness, SoK sec. 5.1) of "
+                       "the global model on evaluated rounds; see fl_privacy.metrics.igsa.")
+    igsa_images: int = Field(default=8, ge=1, description="IGSA: test images (a seeded draw) around which it is "
+                             "estimated.")
+    igsa_samples: int = Field(default=2, ge=1, description="IGSA: sampled points per image.")
+    igsa_probes: int = Field(default=4, ge=1, description="IGSA: random directions per point (Hutchinson).")
+    igsa_radius: float = Field(default=0.05, ge=0, description="IGSA: per-pixel RMS radius of the sampled "
+                               "points (normalized units).")
 
 
 class ResourcesConfig(_Section):

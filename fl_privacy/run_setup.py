@@ -83,7 +83,16 @@ def _check_attack_size(config: ExperimentConfig, partitions: tuple[np.ndarray, .
     from fl_privacy.attacks.runner import gia_config
 
     gia = gia_config(config)  # preset, overrides and the knowledge they need
-    victims = config.attack.victim_ids if config.attack.victim_ids is not None else range(len(partitions))
+    probe = config.attack.probe_images
+    if probe and gia.labels == "infer" and gia.label_method == "idlg" and probe > 1:
+        raise ConfigError(f"attack.probe_images={probe} but iDLG label inference handles one image: use "
+                          f"attack.gia.label_method=llg+ or probe_images 1")
+    if probe > config.attack.max_images:
+        raise ConfigError(f"attack.probe_images={probe} is more than attack.max_images={config.attack.max_images}")
+    victims = config.attack.victim_ids if config.attack.victim_ids is not None else \
+        range(len(partitions)) if config.attack.victims else []
+    if not victims:
+        return  # only probes (or nothing) are attacked
     worst = max((images_per_update(config, len(partitions[v])), v) for v in victims)
     if gia.labels == "infer" and gia.label_method == "idlg" and worst[0] > 1:
         raise ConfigError(

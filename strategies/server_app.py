@@ -75,6 +75,10 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
             model.load_state_dict(arrays.to_torch_state_dict())
             record.update(evaluate_model(model, test, test_idx, config.evaluation.batch_size,
                                          config.data.normalize, device))
+            if config.evaluation.igsa:
+                record.update(_igsa(model, test, config, device))
+            if config.attack.probe_images and config.attack.name != "none":
+                record.update(_probe(model, config, run, server_round))
         if server_round:
             record.update({k: info.get(k) for k in ("train_loss", "clients", "failures", "partitions", "recorded",
                                                     "payload_kib", "compression")})
@@ -191,10 +195,49 @@ def discover_nodes(grid: Grid, config: ExperimentConfig, wait: float = 30.0, set
     return mapping
 
 
+def _igsa(model: torch.nn.Module, test: Any, config: ExperimentConfig, device: Any) -> dict[str, float]:
+    """IGSA of the global model around a seeded draw of test images (the same images every round)."""
+    from fl_privacy.metrics.igsa import igsa
+
+    e = config.evaluation
+    rng = np.random.default_rng(config.seed)
+    idx = np.sort(rng.choice(len(test), min(e.igsa_images, len(test)), replace=False))
+    x, y = test.batch(idx, normalize=config.data.normalize, device=device)
+    result = igsa(model.to(device), x, y, radius=e.igsa_radius, samples=e.igsa_samples, probes=e.igsa_probes,
+                  seed=config.seed)
+    return {"igsa": result.igsa, "igsa_roughness": result.roughness}
+
+
+def _probe(model: torch.nn.Module, config: ExperimentConfig, run: RunDirectory, server_round: int) -> dict[str, Any]:
+    """SoK sec. 5.1: attack a one-step FedSGD gradient of ``attack.probe_images`` test images on the current global
+    model (the model clients receive in round ``server_round + 1``); the same images every round."""
+    from fl_privacy.attacks.oneshot import attack_once
+
+    k = config.attack.probe_images
+    test_size = len(load_split(config, "test"))
+    indices = sorted(np.random.default_rng(config.seed + 1).choice(test_size, min(k, test_size), replace=False).tolist())
+    probe = config.model_copy(update={
+        # eval mode: BatchNorm uses the global model's running statistics (Inverting Gradients' setting)
+        "training": config.training.model_copy(update={"algorithm": "fedsgd", "batch_size": len(indices),
+                                                        "local_steps": 0, "model_mode": "eval"}),
+        "attack": config.attack.model_copy(update={"progress": False}),
+        "name": f"{config.name}-probe-round{server_round}",
+    })
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    _, entry = attack_once(probe, str(run.root / "probes" / f"round{server_round:03d}"), None, "test", indices,
+                           None, global_state=state, round_number=server_round + 1)
+    return {f"probe_{key}": entry[key] for key in ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc")
+            if isinstance(entry.get(key), (int, float))}
+
+
 def _round_line(record: dict[str, Any]) -> str:
     parts = [f"round {record['round']}"]
     if "test_accuracy" in record:
         parts.append(f"test accuracy {record['test_accuracy']:.4f} (loss {record['test_loss']:.4f})")
+    if "igsa" in record:
+        parts.append(f"IGSA {record['igsa']:.4g}")
+    if "probe_psnr_mean" in record:
+        parts.append(f"probe attack PSNR {record['probe_psnr_mean']:.2f} dB, SSIM {record['probe_ssim_mean']:.3f}")
     if record.get("train_loss") is not None:
         parts.append(f"train loss {record['train_loss']:.4f}")
     if record.get("recorded"):

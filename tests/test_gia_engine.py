@@ -318,3 +318,21 @@ def test_presets_and_overrides():
         preset("dlg", iteratons=5)
     with pytest.raises(ValueError, match="GIAConfig.objective"):
         GIAConfig(objective="l1")
+
+
+def test_matching_only_some_parameters_uses_their_gradient_alone():
+    """SoK Table III: the attacker may match one block's gradient; the rest of the update is ignored."""
+    obs, x, y = _fedsgd("convnet", n=1)
+    every = GIAProblem(obs, GIAConfig(labels="known"), "cpu")
+    first = every.names[0].rsplit(".", 1)[0]
+    part = GIAProblem(obs, GIAConfig(labels="known", parameters=(first,)), "cpu")
+    assert part.names and all(n.startswith(first) for n in part.names) and len(part.names) < len(every.names)
+    assert any("matching" in note and "%" in note for note in part.notes)
+    candidates, _ = part.candidates(x.unsqueeze(0), y)
+    assert len(candidates) == len(part.names)
+    # the true images match the chosen part exactly (distance 0 up to rounding)
+    assert float(cosine_distance(candidates, part.target)) < 1e-5
+    with pytest.raises(ValueError, match="no parameter name starts with"):
+        GIAProblem(obs, GIAConfig(labels="known", parameters=("features.nothing",)), "cpu")
+    with pytest.raises(ValueError, match="list of parameter-name prefixes"):
+        GIAConfig(parameters="features.0")

@@ -20,6 +20,7 @@ NARROW: dict[str, dict[str, object]] = {
     "resnet18": {"width": 8},
     "resnet34": {"width": 8},
     "small_cnn": {"width": 8},
+    "googlenet": {"width": 8},
 }
 
 
@@ -51,7 +52,7 @@ def of_type(model: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
 
 
 def test_model_names() -> None:
-    assert MODEL_NAMES == ("lenet", "convnet", "resnet18", "resnet34", "small_cnn")
+    assert MODEL_NAMES == ("lenet", "convnet", "resnet18", "resnet34", "small_cnn", "googlenet")
 
 
 @pytest.mark.parametrize("shape", [CIFAR, MNIST], ids=["cifar", "mnist"])
@@ -381,3 +382,22 @@ def test_resnet_cut_skips_accepts_all_formats() -> None:
     assert make("resnet18", MNIST, width=4, cut_skips="").cut_skips == ()
     with pytest.raises(ValueError, match="comma-separated"):
         make("resnet18", MNIST, width=4, cut_skips="a,b")
+
+
+# -------------------- GoogLeNet (SoK Table III)
+
+
+def test_googlenet_blocks_are_named_and_width_scales() -> None:
+    from fl_privacy.models.googlenet import BLOCK_NAMES
+
+    full = build_model("googlenet", num_classes=10, in_channels=3, image_size=32)
+    thin = build_model("googlenet", num_classes=10, in_channels=3, image_size=32, width=8)
+    names = [n for n, _ in full.named_parameters()]
+    assert all(any(n.startswith(b + ".") for n in names) for b in BLOCK_NAMES)
+    assert len(BLOCK_NAMES) == 9 and "features.stem.0.weight" in names
+    total = count_parameters(full)
+    assert 6.0e6 < total < 6.3e6  # the common CIFAR GoogLeNet (6.2M parameters)
+    first = sum(p.numel() for n, p in full.named_parameters() if n.startswith(BLOCK_NAMES[0]))
+    assert abs(first / total - 0.027) < 0.002  # the SoK's Table III: block #1 holds 2.72% of GoogLeNet
+    assert count_parameters(thin) < total / 30
+    assert thin(batch(CIFAR)).shape == (2, 10) and isinstance(thin.classifier[-1], nn.Linear)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -157,3 +158,22 @@ def test_payload_of_a_pipeline_follows_its_last_encoding():
     assert build_pipeline([{"name": "topk", "ratio": 0.1}]).payload_bytes(update) == dense // 5
     assert build_pipeline([{"name": "topk", "ratio": 0.1}, {"name": "clip", "max_norm": 1.0}]).payload_bytes(update) == dense // 5
     assert build_pipeline([{"name": "topk", "ratio": 0.1}, {"name": "gaussian", "std": 0.1}]).payload_bytes(update) == dense
+
+
+def test_igsa_and_probe_attack_on_every_evaluated_round(tmp_path, tiny_overrides):
+    """SoK sec. 5.1: IGSA and a one-image GIA on the current global model per round, no recorded victim needed."""
+    config, run = _run(tmp_path, {**tiny_overrides, "evaluation.igsa": True, "evaluation.igsa_images": 2,
+                                  "evaluation.igsa_probes": 1, "attack.name": "inverting_gradients",
+                                  "attack.victims": 0, "attack.probe_images": 1, "attack.threat.labels": True,
+                                  "attack.gia.iterations": 3, "attack.progress": False})
+    rounds = run.read_jsonl("rounds.jsonl")
+    assert [r["round"] for r in rounds] == [0, 1, 2]
+    assert all(r["igsa"] > 0 and math.isclose(r["igsa"] * r["igsa_roughness"], 1.0) for r in rounds)
+    assert all(0 <= r["probe_ssim_mean"] <= 1 and r["probe_psnr_mean"] > 0 for r in rounds)
+    assert all(not r.get("victims") for r in rounds[1:])  # nobody's real update was attacked
+    probes = sorted(p.name for p in (run.root / "probes").iterdir())
+    assert probes == ["round000", "round001", "round002"]
+    probe_rounds = [json.loads(line)["round"] for p in probes
+                    for line in (run.root / "probes" / p / "victims.jsonl").read_text().splitlines()]
+    assert probe_rounds == [1, 2, 3]  # the model of round r is the one clients receive in round r + 1
+    assert "IGSA" in (run.root / "summary.md").read_text()

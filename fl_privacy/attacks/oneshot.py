@@ -47,8 +47,13 @@ def attack_once(
     split: str = "train",
     indices: list[int] | None = None,
     lpips_metric: Any = None,
+    global_state: dict[str, torch.Tensor] | None = None,
+    round_number: int = 1,
 ) -> tuple[RunDirectory, dict[str, Any]]:
-    """Build the victim's update at round 1 (initial global model), attack it, score it, write the outputs."""
+    """Build the victim's update, attack it, score it, write the outputs.
+
+    The global model is the initial one (round 1), or ``global_state`` (a trained
+    model's state dict, e.g. the federation's model after round ``round_number - 1``)."""
     if config.attack.name == "none":
         raise ConfigError("attack.name is 'none': choose an attack (e.g. inverting_gradients) to run one")
     data, steps, pid = victim_data(config, client, split, indices)
@@ -58,26 +63,31 @@ def attack_once(
                           f"{config.attack.max_images}: pass fewer indices or lower data.samples_per_client")
     run = RunDirectory.create(config, out)
     model = build_model_for(config, data)
+    trained = global_state is not None
+    if global_state is not None:
+        model.load_state_dict(global_state)
     global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    reply = client_update(config, model, data, steps, global_state, pid, 1, {}, "cpu")
+    r = round_number
+    reply = client_update(config, model, data, steps, global_state, pid, r, {}, "cpu")
     param_names = [n for n, _ in model.named_parameters()]
-    recorded = RecordedUpdate.from_reply(config, 1, pid, global_state, reply.arrays, param_names, reply.num_examples)
-    recorded.save(run.update_path(1, pid))
+    recorded = RecordedUpdate.from_reply(config, r, pid, global_state, reply.arrays, param_names, reply.num_examples)
+    recorded.save(run.update_path(r, pid))
     truth = VictimTruth.from_steps(data, steps, config.data.normalize)
-    run.write_json(str(run.ground_truth_path(1, pid).relative_to(run.root)),
+    run.write_json(str(run.ground_truth_path(r, pid).relative_to(run.root)),
                    {"split": split, "steps": [s.tolist() for s in steps], "labels": truth.labels.tolist()})
     device = resolve_device(config.resources.device)
     torch.manual_seed(config.seed)
     outcome = attack_update(recorded, truth, build_model_for(config, data), data, config, run.root / "attacks",
                             device, lpips_metric)
-    entry = {"round": 1, "partition_id": pid, "split": split, "indices": truth.indices.tolist(), **outcome}
+    entry = {"round": r, "partition_id": pid, "split": split, "indices": truth.indices.tolist(), **outcome}
     run.append_jsonl("victims.jsonl", entry)
-    run.append_jsonl("rounds.jsonl", {"round": 1, "victims": [entry], **_means(entry)})
+    run.append_jsonl("rounds.jsonl", {"round": r, "victims": [entry], **_means(entry)})
     from fl_privacy.reporting import write_summary
 
+    stage = "the global model after round {}".format(r - 1) if trained else "untrained global model"
     write_summary(run, f"Attack {config.attack.name} ({config.name})", [
         f"- one client update: {config.training.algorithm}, {count} image(s) of {config.data.dataset} "
-        f"({split} split), model {config.model.name}, round 1 (untrained global model)",
+        f"({split} split), model {config.model.name}, round {r} ({stage})",
         f"- threat: {config.attack.threat.model_dump()}",
         f"- defenses: {', '.join(d.name for d in config.defenses) or 'none'}",
     ])

@@ -130,5 +130,6 @@ def attack_update(
         "objective": result.objective, "iterations": result.iterations,
         "seconds": time.time() - started, "seconds_per_iteration": result.seconds_per_iteration,
         "restarts": len(result.restart_objectives),
+        "notes": list(getattr(result, "notes", []) or []),
         "grid": str(grid.relative_to(out_dir.parent)), "trace": str(trace.relative_to(out_dir.parent)),
     }

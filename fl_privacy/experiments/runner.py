@@ -226,7 +226,8 @@ def run_federation_unit(experiment: Experiment, unit: Unit, root: Path) -> list[
 def _final_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per run: the last evaluated accuracy/loss, attack metrics over every attacked victim, mean payload."""
     out: dict[str, Any] = {}
-    for key in ("test_accuracy", "test_loss", "train_loss"):
+    for key in ("test_accuracy", "test_loss", "train_loss", "igsa", "probe_psnr_mean", "probe_ssim_mean",
+                "probe_mse_mean", "probe_lpips_mean"):
         values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
         if values:
             out[key] = values[-1]

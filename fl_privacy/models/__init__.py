@@ -17,7 +17,7 @@ from functools import partial
 
 from torch import nn
 
-from . import convnet, lenet, resnet, small_cnn
+from . import convnet, googlenet, lenet, resnet, small_cnn
 from ._common import check_int
 
 __all__ = ["MODEL_NAMES", "build_model", "count_parameters", "model_options"]
@@ -41,6 +41,7 @@ _REGISTRY: dict[str, _Entry] = {
         resnet.DEFAULTS,
     ),
     "small_cnn": _Entry(small_cnn.SmallCNN, small_cnn.DEFAULTS),
+    "googlenet": _Entry(googlenet.GoogLeNet, googlenet.DEFAULTS),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)

@@ -35,7 +35,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field, fields, replace
-from typing import Literal, get_args, get_type_hints
+from typing import Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
@@ -56,8 +56,10 @@ def check_choices(config: object) -> None:
     hints = get_type_hints(type(config))
     for f in fields(config):
         value = getattr(config, f.name)
+        if get_origin(hints[f.name]) is not Literal:
+            continue
         choices = get_args(hints[f.name])
-        if choices and value not in choices:
+        if value not in choices:
             raise ValueError(f"{type(config).__name__}.{f.name} must be one of {list(choices)}, got {value!r}")
 
 
@@ -136,9 +138,15 @@ class GIAConfig:
     as breaching's config). Does not affect restart scoring."""
     log_every: int = 0
     """Trace interval in iterations; 0 = automatic (about 100 points). The last iteration is always logged."""
+    parameters: tuple[str, ...] = ()
+    """Match only the parameters whose names start with one of these prefixes (SoK Table III: the gradient of
+    one net-in-net block); empty = every parameter in the update."""
 
     def __post_init__(self) -> None:
         check_choices(self)
+        if isinstance(self.parameters, str) or not all(isinstance(p, str) and p for p in self.parameters):
+            raise ValueError(f"GIAConfig.parameters must be a list of parameter-name prefixes, got {self.parameters!r}")
+        self.parameters = tuple(self.parameters)
         for name in ("lr", "objective_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GIAConfig.{name} must be > 0, got {getattr(self, name)!r}")
@@ -259,6 +267,16 @@ class GIAProblem:
         self.names = [n for n in all_names if n in obs.update]
         if not self.names:
             raise ValueError("obs.update holds none of the model's parameters")
+        prefixes = tuple(getattr(cfg, "parameters", ()) or ())
+        if prefixes:
+            chosen = [n for n in self.names if n.startswith(prefixes)]
+            if not chosen:
+                raise ValueError(f"no parameter name starts with {list(prefixes)} (names look like "
+                                 f"{self.names[:3]} ...)")
+            share = sum(obs.update[n].numel() for n in chosen) / sum(obs.update[n].numel() for n in self.names)
+            self.notes.append(f"matching {len(chosen)} of {len(self.names)} parameter tensors "
+                              f"({100 * share:.2f}% of the update's values): {list(prefixes)}")
+            self.names = chosen
         self.dtype = self.params[self.names[0]].dtype
         update = [obs.update[n].detach().to(self.device, self.dtype) for n in self.names]
 
