@@ -443,3 +443,16 @@ def test_generators_are_trained_once_before_the_attacks_and_reused(tmp_path, mon
         bad = generator_experiment(generators={"public": {**TINY_GENERATOR, "classes": [12]},
                                                "other": TINY_GENERATOR})
         load_experiment(write(tmp_path, bad, GIAL_BASE), out=tmp_path / "x")
+
+
+def test_table_statistics_mean_and_median(tmp_path):
+    from fl_privacy.experiments.tables import cell
+
+    assert cell("mse_mean", [1.0, 2.0, 9.0], "median") == cell("mse_mean", [2.0])
+    assert "±" in cell("mse_mean", [1.0, 2.0, 9.0])
+    loaded = load_experiment(write(tmp_path, attack_experiment(
+        table={"rows": "attack.name", "metrics": ["mse_mean"], "stats": ["mean", "median"]})), check_data=False)
+    assert loaded.tables[0].stats == ("mean", "median")
+    with pytest.raises(ConfigError, match=r"stats: \['mode'\]: choose from mean, median"):
+        load_experiment(write(tmp_path, attack_experiment(
+            table={"rows": "attack.name", "metrics": ["mse_mean"], "stats": ["mode"]})), check_data=False)

@@ -61,7 +61,9 @@ TOP_KEYS = ("experiment", "base")
 EXPERIMENT_KEYS = ("name", "question", "paper", "notes", "mode", "victims", "sweep", "seeds", "table", "figure",
                    "generators", "profiles")
 VICTIM_KEYS = ("split", "indices", "group", "count", "clients")
-TABLE_KEYS = ("rows", "columns", "metrics", "title")
+TABLE_KEYS = ("rows", "columns", "metrics", "title", "stats")
+TABLE_STATS = ("mean", "median")
+"""Cell statistics: ``mean`` = mean ± sample std, ``median`` = median over victims/seeds."""
 FIGURE_KEYS = ("x", "y", "hue", "title", "name", "logx", "logy")
 PROFILE_KEYS = ("description", "set", "victims", "sweep", "seeds", "generators")
 GENERATOR_KEYS = ("dataset", "classes", "split", "epochs", "batch_size", "nz", "ngf", "ndf", "lr", "beta1",
@@ -214,6 +216,7 @@ class TableSpec:
     columns: tuple[str, ...]
     metrics: tuple[str, ...]
     title: str | None = None
+    stats: tuple[str, ...] = ("mean",)
 
 
 @dataclass(frozen=True)
@@ -305,7 +308,8 @@ class Experiment:
             "sweep": {a.key: a.describe() for a in self.axes},
             "seeds": list(self.seeds),
             "table": [dict(rows=list(t.rows), columns=list(t.columns), metrics=list(t.metrics),
-                           **({"title": t.title} if t.title else {})) for t in self.tables],
+                           **({"title": t.title} if t.title else {}),
+                           **({"stats": list(t.stats)} if t.stats != ("mean",) else {})) for t in self.tables],
             "figure": [dict(x=f.x, y=list(f.y), hue=list(f.hue), **({"title": f.title} if f.title else {}),
                             **({"name": f.name} if f.name else {})) for f in self.figures],
             "overrides": dict(self.overrides),
@@ -797,7 +801,11 @@ def _table(raw: dict[str, Any], index: int, mode: str, keys: list[str]) -> Table
     _check_metrics(metrics, mode, where)
     # Swept keys the table does not name become extra row keys: a cell never averages over a swept setting.
     rows += [k for k in keys if k not in rows and k not in columns]
-    return TableSpec(tuple(rows), tuple(columns), tuple(metrics), raw.get("title"))
+    stats = _str_list(raw.get("stats", ["mean"]), f"{where}.stats")
+    bad = [st for st in stats if st not in TABLE_STATS]
+    if bad or not stats or len(set(stats)) != len(stats):
+        raise ConfigError(f"{where}.stats: {stats!r}: choose from {', '.join(TABLE_STATS)} (each once)")
+    return TableSpec(tuple(rows), tuple(columns), tuple(metrics), raw.get("title"), tuple(stats))
 
 
 def _figure(raw: dict[str, Any], index: int, mode: str, keys: list[str]) -> FigureSpec:

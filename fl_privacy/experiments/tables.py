@@ -97,10 +97,13 @@ def _values(recs: list[Record], metric: str) -> list[float]:
     return [v for r in recs if (v := r.metrics.get(metric)) is not None]
 
 
-def cell(metric: str, values: list[float]) -> str:
-    """``mean ± std`` (sample standard deviation) over the values; one value alone; ``–`` when none."""
+def cell(metric: str, values: list[float], stat: str = "mean") -> str:
+    """``mean ± std`` (sample standard deviation) over the values, or their median; one value alone; ``–``
+    when none."""
     if not values:
         return "–"
+    if stat == "median":
+        return fmt(metric, statistics.median(values))
     mean = statistics.fmean(values)
     if len(values) == 1:
         return fmt(metric, mean)
@@ -116,14 +119,17 @@ def render_table(experiment: Experiment, table: TableSpec, recs: list[Record]) -
     rows = _group(recs, table.rows)
     col_combos = list(_group(recs, table.columns)) if table.columns else [()]
     headers = list(table.rows)
+    stats = table.stats
     for combo in col_combos:
         for metric in table.metrics:
-            if not table.columns:
-                headers.append(metric)
-            elif len(table.metrics) == 1:
-                headers.append(_label(table.columns, combo))
-            else:
-                headers.append(f"{_label(table.columns, combo)}: {metric}")
+            for stat in stats:
+                name = metric if len(stats) == 1 else f"{metric} ({stat})"
+                if not table.columns:
+                    headers.append(name)
+                elif len(table.metrics) == 1 and len(stats) == 1:
+                    headers.append(_label(table.columns, combo))
+                else:
+                    headers.append(f"{_label(table.columns, combo)}: {name}")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     counts = []
     for row_combo, members in rows.items():
@@ -134,7 +140,7 @@ def render_table(experiment: Experiment, table: TableSpec, recs: list[Record]) -
             for metric in table.metrics:
                 values = _values(group, metric)
                 counts.append(len(values))
-                cells.append(cell(metric, values))
+                cells.extend(cell(metric, values, stat) for stat in stats)
         lines.append("| " + " | ".join(cells) + " |")
     if not rows:
         lines.append("| " + " | ".join("–" for _ in headers) + " |")
@@ -142,7 +148,8 @@ def render_table(experiment: Experiment, table: TableSpec, recs: list[Record]) -
     spread = [c for c in counts if c]
     n = (f"n = {min(spread)}" if spread and min(spread) == max(spread) else
          f"n = {min(spread)}..{max(spread)}" if spread else "no results yet")
-    lines += ["", f"Cells: mean ± sample standard deviation over {over} ({n} per cell; a single value is shown alone)."]
+    what = " and ".join({"mean": "mean ± sample standard deviation", "median": "median"}[st] for st in stats)
+    lines += ["", f"Cells: {what} over {over} ({n} per cell; a single value is shown alone)."]
     if table.columns and len(table.metrics) == 1:
         lines[-1] = f"Metric: `{table.metrics[0]}`. " + lines[-1]
     return lines
