@@ -174,6 +174,14 @@ class GIAOptions(_Section):
 
     _empty = field_validator("*", mode="before")(_none_if_empty)
 
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _prefixes(cls, value: Any) -> Any:
+        """Run-config values are strings: ``"features.inception_3a,features.inception_3b"``."""
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()] or None
+        return value
+
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
 

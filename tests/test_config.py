@@ -119,3 +119,9 @@ def test_run_config_strings_for_lists_and_unset_values():
 def test_json_round_trip():
     config = build_config({"model": {"name": "convnet", "width": 16}}, {"attack.rounds": [1, 2]})
     assert ExperimentConfig.from_json(config.to_json()) == config
+
+
+def test_gia_parameter_prefixes_from_run_config_strings():
+    config = from_run_config({"attack.gia.parameters": "features.inception_3a, features.inception_3b"})
+    assert config.attack.gia.parameters == ["features.inception_3a", "features.inception_3b"]
+    assert from_run_config({"attack.gia.parameters": ""}).attack.gia.parameters is None
