@@ -39,7 +39,7 @@ import yaml
 from clients.client_app import app as client_app
 from fl_privacy.attacks.oneshot import attack_once
 from fl_privacy.config import ConfigError, ExperimentConfig
-from fl_privacy.experiments.spec import ATTACK_METRICS, Experiment, Unit, load_experiment, show
+from fl_privacy.experiments.spec import ATTACK_METRICS, FEDERATION_METRICS, Experiment, Unit, load_experiment, show
 from fl_privacy.experiments.tables import write_summary
 from fl_privacy.inprocess import InProcessGrid
 from strategies.server_app import run_federation
@@ -226,8 +226,9 @@ def run_federation_unit(experiment: Experiment, unit: Unit, root: Path) -> list[
 def _final_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per run: the last evaluated accuracy/loss, attack metrics over every attacked victim, mean payload."""
     out: dict[str, Any] = {}
+    mia = [k for k in FEDERATION_METRICS if k.startswith("mia_auc_")]
     for key in ("test_accuracy", "test_loss", "train_loss", "igsa", "probe_psnr_mean", "probe_ssim_mean",
-                "probe_mse_mean", "probe_lpips_mean"):
+                "probe_mse_mean", "probe_lpips_mean", *mia):
         values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
         if values:
             out[key] = values[-1]

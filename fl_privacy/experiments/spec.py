@@ -81,7 +81,8 @@ ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc
 FEDERATION_METRICS = ("test_accuracy", "test_loss", "train_loss", "attack_psnr_mean", "attack_ssim_mean",
                       "attack_mse_mean", "attack_lpips_mean", "attack_label_acc", "payload_kib", "compression",
                       "epsilon", "delta", "igsa", "probe_psnr_mean", "probe_ssim_mean", "probe_mse_mean",
-                      "probe_lpips_mean", "wall_seconds")
+                      "probe_lpips_mean", "mia_auc_confidence", "mia_auc_loss", "mia_auc_entropy",
+                      "mia_auc_modified_entropy", "mia_auc_lira_offline", "mia_auc_rmia_offline", "wall_seconds")
 """Per run (or per round with ``round`` in the table/figure) from rounds.jsonl and final.json."""
 
 METRICS = {"attack": ATTACK_METRICS, "federation": FEDERATION_METRICS}
