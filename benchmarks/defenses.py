@@ -30,30 +30,30 @@ from strategies.server_app import run_federation
 
 SETTINGS: dict[str, list[dict]] = {
     "none": [],
-    # seed 002 (SoK) §6 / seed 004 DP-G: Gaussian noise (std on the update; FedSGD gradient scale)
+    # SoK §6 / Wang et al. DP-G: Gaussian noise (std on the update; FedSGD gradient scale)
     "gaussian_1e-3": [{"name": "gaussian", "std": 1e-3}],
     "gaussian_1e-2": [{"name": "gaussian", "std": 1e-2}],
     # client-level DP-FedAvg: clip 1, noise calibrated to (8, 1e-5) over 3 rounds with all clients sampled
     "dp_eps8": [{"name": "gaussian", "clip": 1.0, "epsilon": 8.0, "delta": 1e-5, "rounds": 3, "sample_rate": 1.0}],
-    # seed 004 DP-L: Laplace noise without clipping
+    # Wang et al. DP-L: Laplace noise without clipping
     "laplace_1e-2": [{"name": "laplace", "scale": 1e-2}],
     # clipping (SoK §6)
     "clip_0.1": [{"name": "clip", "max_norm": 0.1}],
-    # seed 003: uniform quantization by levels, stochastic rounding
+    # Menon et al.: uniform quantization by levels, stochastic rounding
     "quantize_240": [{"name": "quantize", "levels": 240}],
     "quantize_16": [{"name": "quantize", "levels": 16}],
     "stochastic_16": [{"name": "quantize", "levels": 16, "stochastic": True}],
     "sign": [{"name": "sign"}],
-    # seed 003 sparsity 0.2 / 0.4; seed 004 GC 90%; Top-K 10%
+    # Menon et al. sparsity 0.2 / 0.4; Wang et al. GC 90%; Top-K 10%
     "prune_20": [{"name": "prune", "percent": 20}],
     "prune_40": [{"name": "prune", "percent": 40}],
     "prune_90": [{"name": "prune", "percent": 90}],
     "topk_0.1": [{"name": "topk", "ratio": 0.1}],
-    # seed 000: PowerSGD ranks and Top-K at the matched compression of rank r
+    # Li et al.: PowerSGD ranks and Top-K at the matched compression of rank r
     "powersgd_1": [{"name": "powersgd", "rank": 1}],
     "powersgd_4": [{"name": "powersgd", "rank": 4}],
     "topk_level_1": [{"name": "topk", "match_powersgd_rank": 1}],
-    # seed 004: PLD (Soteria) 80% and GradDefense (10 slices, 5 perturbed)
+    # Wang et al.: PLD (Soteria) 80% and GradDefense (10 slices, 5 perturbed)
     "soteria_80": [{"name": "soteria", "pruning_rate": 0.8, "probes": 16}],  # exact scores: B x F backward passes
     "graddefense": [{"name": "graddefense"}],
 }

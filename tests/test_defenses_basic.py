@@ -207,7 +207,7 @@ def test_powersgd_reconstructs_an_exactly_rank_r_matrix(rank):
 
 def test_powersgd_warm_start_converges_to_best_rank_r_approximation():
     # With warm start the calls run subspace iteration on a fixed M: the error reaches the
-    # Eckart-Young optimum sqrt(sum_{i > r} sigma_i^2) (seed 000, Eq. (5)).
+    # Eckart-Young optimum sqrt(sum_{i > r} sigma_i^2) (Li et al., Eq. (5)).
     u, _ = torch.linalg.qr(randn(40, 40, seed=1, dtype=torch.float64))
     v, _ = torch.linalg.qr(randn(30, 30, seed=2, dtype=torch.float64))
     sigma = torch.tensor([10.0, 5.0] + [1.0 / (i + 1) for i in range(28)], dtype=torch.float64)

@@ -3,7 +3,7 @@
 Accounting
 ----------
 Client-level DP-FedAvg (McMahan et al. 2018, "Learning differentially private recurrent
-language models", cited as [81] in the SoK, seed 002 §6) is a sub-sampled Gaussian
+language models", cited as [81] in the SoK §6) is a sub-sampled Gaussian
 mechanism: each round a fraction ``q`` of the clients is sampled, each clips its whole
 update to L2 norm ``C`` and Gaussian noise of standard deviation ``sigma * C`` is added,
 for ``T`` rounds. Its (epsilon, delta) is what the moments/RDP accountant of DP-SGD gives

@@ -1,7 +1,7 @@
 """L2-norm clipping of the shared update ("clip").
 
 Clipping (C) is one of the four post-processing defenses of the SoK (Du et al. 2024,
-seed 002 §6, after McMahan et al. 2018 [81]): the update ``g`` is scaled to
+the SoK §6, after McMahan et al. 2018 [81]): the update ``g`` is scaled to
 ``g * min(1, C / ||g||_2)``. On its own it hides nothing (it only rescales, and GIAs with
 a cosine objective are scale-free — the SoK finds it "fails to guarantee the trade-off");
 it matters as the sensitivity bound of the Gaussian mechanism (``gaussian`` with ``clip``).
@@ -55,7 +55,7 @@ def clip_per_tensor(update: Update, max_norm: float) -> Update:
 
 @register_defense
 class ClipDefense(Defense):
-    """Clip the update to L2 norm ``max_norm`` (SoK seed 002 §6 "clipping (C)"; McMahan et al. 2018).
+    """Clip the update to L2 norm ``max_norm`` (the SoK §6 "clipping (C)"; McMahan et al. 2018).
 
     Parameters
     ----------

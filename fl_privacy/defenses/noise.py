@@ -1,7 +1,7 @@
 """Additive-noise defenses ("gaussian", "laplace") and the random-number helpers of this package.
 
-Perturbation (P) is one of the SoK's four post-processing defenses (Du et al. 2024, seed
-002 §6, after Naseri et al. [82]); seed 004 (GradDefense, Wang et al.) uses Gaussian and
+Perturbation (P) is one of the SoK's four post-processing defenses (Du et al. 2024,
+§6, after Naseri et al. [82]); Wang et al. (GradDefense) use Gaussian and
 Laplace noise as its DP-G / DP-L baselines ("noise variance 1e-2").
 
 Randomness: every draw comes from ``context.generator`` (seeded per client and round by
@@ -143,7 +143,7 @@ class GaussianNoise(Defense):
 class LaplaceNoise(Defense):
     """Add Laplace(0, b) noise (b = ``scale`` >= 0, std = sqrt(2) * b) to every element (DP-L).
 
-    Seed 004's DP-L baseline. Without clipping the update has no bounded sensitivity, so
+    Wang et al.'s DP-L baseline. Without clipping the update has no bounded sensitivity, so
     this gives NO formal differential-privacy guarantee (``privacy`` returns None); Plato's
     "epsilon" for its Laplace DP is really this scale (``shared/docs/REFERENCES.md``).
     Samples: the difference of two Exp(1) draws from ``context.generator``.

@@ -3,7 +3,7 @@
 Vogels, Karimireddy & Jaggi 2019, "PowerSGD: Practical low-rank gradient compression for
 distributed optimization" (Alg. 1: one step of subspace/power iteration with warm start and
 error feedback); evaluated as a privacy defense at ranks 1, 2, 4, 30, 50 by Li et al.
-(seed 000, §2.2, §3.1 Eqs. (3)-(5), Table 1). The mechanics follow
+(Li et al., §2.2, §3.1 Eqs. (3)-(5), Table 1). The mechanics follow
 ``torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook`` (``shared/docs/REFERENCES.md``,
 "Defenses"):
 
@@ -94,11 +94,11 @@ class PowerSGD(Defense):
     Parameters
     ----------
     rank: int >= 1
-        Target rank r (seed 000 uses 1, 2, 4, 30, 50).
+        Target rank r (Li et al. use 1, 2, 4, 30, 50).
     warm_start: bool = True
         Reuse the previous call's Q (``context.state``) instead of a fresh Gaussian Q: over
         rounds this runs subspace iteration, so on a slowly changing update the approximation
-        converges to the best rank-r one (Eckart-Young, seed 000 Eq. (4)).
+        converges to the best rank-r one (Eckart-Young, Li et al. Eq. (4)).
     error_feedback: bool = True
         Add the previous residual ``M - M_hat`` before compressing and keep the new one in
         ``context.state``; then sum(true updates) = sum(sent updates) + current error.

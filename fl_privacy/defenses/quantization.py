@@ -1,7 +1,7 @@
 """Quantization defenses: uniform quantization by number of levels ("quantize") and scaled sign ("sign").
 
 Quantization (Q) is the defense with the best privacy-utility trade-off in the SoK (Du et
-al. 2024, seed 002 §6, after QSGD [77]). Menon et al. (seed 003, §III "Uniform
+al. 2024, the SoK §6, after QSGD [77]). Menon et al. (§III "Uniform
 Quantization" / "Stochastic Rounding", Table I) quantize DLG's gradients to 16, 40, 120 and
 240 uniform levels over the range of the gradient tensor, deterministically or with
 stochastic rounding, and find 16 levels already stop DLG on LeNet.
@@ -32,7 +32,7 @@ def quantize_tensor(
     """Map ``x`` onto ``levels`` equally spaced values spanning ``[x.min(), x.max()]``.
 
     With ``step = (max - min) / (levels - 1)`` and ``y = (x - min) / step`` (Menon et al.,
-    seed 003 §III), the level index is ``round(y)`` (nearest level: error <= step / 2), or,
+    Menon et al. §III), the level index is ``round(y)`` (nearest level: error <= step / 2), or,
     with stochastic rounding, ``floor(y) + 1`` with probability ``y - floor(y)`` and
     ``floor(y)`` otherwise, i.e. ``floor(y + u)`` with ``u ~ U[0, 1)``: unbiased,
     ``E[q(x)] = x``, error < step. A constant tensor is returned unchanged.
@@ -56,7 +56,7 @@ def quantize_tensor(
 
 @register_defense
 class UniformQuantization(Defense):
-    """Uniform quantization of each tensor to ``levels`` values over its own [min, max] (seed 003 §III).
+    """Uniform quantization of each tensor to ``levels`` values over its own [min, max] (Menon et al. §III).
 
     Parameters
     ----------
@@ -65,7 +65,7 @@ class UniformQuantization(Defense):
     bits: int in [1, 24]
         Alternative to ``levels``: ``levels = 2**bits`` (give exactly one of the two).
     stochastic: bool = False
-        Stochastic rounding (seed 003 §III): round up with probability equal to the
+        Stochastic rounding (Menon et al. §III): round up with probability equal to the
         fractional position between the two neighbouring levels, so the quantizer is
         unbiased; draws come from ``context.generator``.
 
@@ -109,10 +109,10 @@ class UniformQuantization(Defense):
 class SignCompression(Defense):
     """Scaled 1-bit sign compression: each tensor ``p`` is sent as ``mean(|p|) * sign(p)``.
 
-    signSGD (Bernstein et al. 2018, the Li et al. survey's [17], seed 000 §2.1) sends only
+    signSGD (Bernstein et al. 2018, the Li et al. survey's [17], Li et al. §2.1) sends only
     signs; its scale is the learning rate, and plain sign compression is biased. We use the
     scale of EF-SignSGD (Karimireddy et al. 2019, "Error feedback fixes signSGD", Alg. 1,
-    seed 000's [18]): ``||p||_1 / d = mean(|p|)`` per tensor, which makes the compressed
+    Li et al.'s [18]): ``||p||_1 / d = mean(|p|)`` per tensor, which makes the compressed
     vector have the same L1 norm as ``p``. With ``error_feedback=True``, ``p = update + e``
     and the residual ``e <- p - sent`` is kept in ``context.state`` across rounds
     (Karimireddy et al. Alg. 1 lines 4-6).

@@ -1,7 +1,7 @@
-"""Soteria: prune the representation layer's gradient (Sun et al., CVPR 2021; "PLD" in seed 004).
+"""Soteria: prune the representation layer's gradient (Sun et al., CVPR 2021; "PLD" in Wang et al.).
 
 Sun, Li, Wang, Zhang, Chen, Li, "Soteria: Provable Defense against Privacy Leakage in
-Federated Learning from Representation Perspective", CVPR 2021. Seed 004 (GradDefense,
+Federated Learning from Representation Perspective", CVPR 2021. Wang et al. (GradDefense,
 sec. 6.A-B) uses it as the "PLD" baseline with pruning rates 60% (DGA) and 80% (GIA).
 
 The representation ``r = h(x)`` is the input of the first ``nn.Linear`` of
@@ -123,7 +123,7 @@ def pruned_features(scores: torch.Tensor, pruning_rate: float) -> torch.Tensor:
 class Soteria(Defense):
     """Zero the representation layer's weight-gradient columns with the lowest Soteria scores.
 
-    ``pruning_rate`` in [0, 1), default 0.6 (seed 004's PLD setting against DGA; 0.8 against
+    ``pruning_rate`` in [0, 1), default 0.6 (Wang et al.'s PLD setting against DGA; 0.8 against
     GIA). ``probes``: None (default) = exact scores; an integer m = estimate them with m
     random forward-mode probes per sample (much cheaper for large F, see
     :func:`feature_scores`; directions from ``context.generator``). ``max_samples`` (default 32):

@@ -1,10 +1,10 @@
 """Sparsification defenses: Top-K SGD ("topk") and magnitude pruning ("prune").
 
-Sparsification (S) is one of the SoK's four post-processing defenses (Du et al. 2024, seed
-002 §6, [80]); DLG (Zhu et al. 2019) prunes small gradients and reports that above 20%
-sparsity the attack fails (Menon et al., seed 003 §I and Table I: sparsity 0.2 / 0.4);
-seed 004 (GradDefense) uses gradient compression "GC" = pruning the gradients below a
-threshold (80% for DLG, 90% for the GIA) as a baseline. Li et al. (seed 000, §2.2, Eq. (6),
+Sparsification (S) is one of the SoK's four post-processing defenses (Du et al. 2024,
+§6, [80]); DLG (Zhu et al. 2019) prunes small gradients and reports that above 20%
+sparsity the attack fails (Menon et al. §I and Table I: sparsity 0.2 / 0.4);
+Wang et al. (GradDefense) uses gradient compression "GC" = pruning the gradients below a
+threshold (80% for DLG, 90% for the GIA) as a baseline. Li et al. (§2.2, Eq. (6),
 Table 1) pair Top-K SGD with PowerSGD at matched compression ("Top-K level r").
 
 Encoding (``payload_bytes``): a sparse tensor with ``k`` kept entries costs ``8 * k`` bytes
@@ -48,14 +48,14 @@ def sparse_bytes(kept: int, numel: int) -> int:
 
 @register_defense
 class TopK(Defense):
-    """Top-K sparsification per tensor (Aji & Heafield 2017; Stich et al. 2018; seed 000 §2.2, Eq. (6)).
+    """Top-K sparsification per tensor (Aji & Heafield 2017; Stich et al. 2018; Li et al. §2.2, Eq. (6)).
 
     Parameters (give exactly one of ``ratio`` and ``match_powersgd_rank``)
     ----------
     ratio: float in (0, 1]
         Keep ``k = ceil(ratio * numel)`` (at least 1) largest-magnitude entries of each tensor.
     match_powersgd_rank: int >= 1
-        Seed 000's "Top-K level r": for each >= 2-D tensor, ``k`` = the number of floats
+        Li et al.'s "Top-K level r": for each >= 2-D tensor, ``k`` = the number of floats
         PowerSGD rank r sends for it, ``(n + m) * r`` (with ``r = min(n, m, rank)``) when
         PowerSGD compresses that tensor, else ``n * m`` (the tensor dense); 1-D tensors dense.
         The number of *values* sent (``floats_sent``) then equals PowerSGD's exactly; the
@@ -140,12 +140,12 @@ class TopK(Defense):
 
 @register_defense
 class MagnitudePrune(Defense):
-    """Zero the ``percent``% smallest-magnitude entries of each tensor (GC of seed 004; DLG's pruning defense).
+    """Zero the ``percent``% smallest-magnitude entries of each tensor (GC of Wang et al.; DLG's pruning defense).
 
     Parameters
     ----------
     percent: float in [0, 100]
-        Pruning rate; seed 004 uses 80 (vs DLG) and 90 (vs the GIA); seed 003's "sparsity
+        Pruning rate; Wang et al. use 80 (vs DLG) and 90 (vs the GIA); Menon et al.'s "sparsity
         0.2 / 0.4" are 20 / 40.
 
     Exactly ``floor(percent / 100 * numel)`` entries of each tensor are zeroed (floor: never
