@@ -213,9 +213,10 @@ def _probe(model: torch.nn.Module, config: ExperimentConfig, run: RunDirectory, 
     model (the model clients receive in round ``server_round + 1``); the same images every round."""
     from fl_privacy.attacks.oneshot import attack_once
 
-    k = config.attack.probe_images
+    count = config.attack.probe_images
     test_size = len(load_split(config, "test"))
-    indices = sorted(np.random.default_rng(config.seed + 1).choice(test_size, min(k, test_size), replace=False).tolist())
+    rng = np.random.default_rng(config.seed + 1)
+    indices = sorted(rng.choice(test_size, min(count, test_size), replace=False).tolist())
     probe = config.model_copy(update={
         # eval mode: BatchNorm uses the global model's running statistics (Inverting Gradients' setting)
         "training": config.training.model_copy(update={"algorithm": "fedsgd", "batch_size": len(indices),
@@ -223,7 +224,7 @@ def _probe(model: torch.nn.Module, config: ExperimentConfig, run: RunDirectory, 
         "attack": config.attack.model_copy(update={"progress": False}),
         "name": f"{config.name}-probe-round{server_round}",
     })
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = {name: v.detach().clone() for name, v in model.state_dict().items()}
     _, entry = attack_once(probe, str(run.root / "probes" / f"round{server_round:03d}"), None, "test", indices,
                            None, global_state=state, round_number=server_round + 1)
     return {f"probe_{key}": entry[key] for key in ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc")
