@@ -77,7 +77,8 @@ def test_experiment_files_exist():
     names = {p.name for p in EXPERIMENTS}
     for expected in ("rq1_local_updates.yaml", "rq1_minibatch_schedule.yaml", "rq2_dimensions.yaml",
                      "rq5_architecture.yaml", "rq6_post_processing.yaml", "trustworthiness_compression.yaml",
-                     "trustworthiness_mia.yaml", "quantization_dlg.yaml", "graddefense.yaml", "rq3_content_ood.yaml",
+                     "trustworthiness_mia.yaml", "quantization_dlg.yaml", "quantization_accuracy.yaml", "graddefense.yaml",
+                     "rq3_content_ood.yaml",
                      "rq4_training_stage.yaml"):
         assert expected in names, f"experiments/{expected} is missing"
 
