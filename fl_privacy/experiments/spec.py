@@ -835,6 +835,7 @@ def _figure(raw: dict[str, Any], index: int, mode: str, keys: list[str]) -> Figu
 
 def preflight(experiment: Experiment) -> None:
     """Data, models, victims and attack knowledge of every point x seed, before the first run."""
+    from fl_privacy.attacks import GIA_L_NAMES
     from fl_privacy.attacks.runner import gia_config
     from fl_privacy.run_setup import build_model_for, images_per_update, load_split, prepare
 
@@ -852,7 +853,8 @@ def preflight(experiment: Experiment) -> None:
                 # the preset exists and the threat level grants what it needs (generators trained later may be absent)
                 gia = gia_config(config, pending_generators={str(experiment.generator_path(g))
                                                              for g in experiment.generators})
-                _check_generator_data(experiment, config)
+                if config.attack.name in GIA_L_NAMES:
+                    _check_generator_data(experiment, config)
                 if point.victims and point.victims[0].client is not None:
                     setup = prepare(config)
                     bad = [v.client for v in point.victims if not 0 <= v.client < len(setup.partitions)]
