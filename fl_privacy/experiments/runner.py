@@ -323,12 +323,7 @@ def prepare_generators(experiment: Experiment, todo: list[Unit], stream: Any, pr
     The adversary's generator is part of its auxiliary knowledge (SoK §4.2: trained
     on public data), so the experiment builds it once, under ``DIR/generators/``,
     and a resumed run reuses the file (the fingerprint covers the spec)."""
-    from fl_privacy.attacks import GIA_L_NAMES
-
-    needed = {name for name in experiment.generators for u in todo
-              if u.point.configs[u.seed].attack.name in GIA_L_NAMES
-              and u.point.configs[u.seed].attack.generator == str(experiment.generator_path(name))}
-    for name in sorted(needed):
+    for name in sorted(experiment.generators_needed(todo)):
         path = experiment.generator_path(name)
         if path.exists():
             continue

@@ -220,6 +220,7 @@ def _generator_lines(experiment: Experiment) -> list[str]:
     """The experiment's generators (GIA-L's auxiliary knowledge): data, size, training time."""
     if not experiment.generators:
         return []
+    needed = experiment.generators_needed()
     lines = ["", "## Generators", "", "| name | data | images | epochs | training time | file |", "|---|---|---|---|---|---|"]
     for name, spec in experiment.generators.items():
         path = experiment.generator_path(name)
@@ -231,7 +232,8 @@ def _generator_lines(experiment: Experiment) -> list[str]:
             lines.append(f"| {name} | {data} | {info.get('num_samples')} | {info.get('epochs', 0):g} | "
                          f"{_duration(info.get('seconds', 0.0))} | `generators/{path.name}` |")
         else:
-            lines.append(f"| {name} | {data} | | {spec.get('epochs', '')} | not trained yet | |")
+            status = "not trained yet" if name in needed else "not needed by this profile (no GIA-L run uses it)"
+            lines.append(f"| {name} | {data} | | {spec.get('epochs', '')} | {status} | |")
     return lines
 
 
