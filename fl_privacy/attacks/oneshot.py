@@ -64,7 +64,7 @@ def attack_once(
     run = RunDirectory.create(config, out)
     model = build_model_for(config, data)
     trained = global_state is not None
-    if global_state is not None:
+    if trained:
         model.load_state_dict(global_state)
     global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     r = round_number
@@ -84,7 +84,7 @@ def attack_once(
     run.append_jsonl("rounds.jsonl", {"round": r, "victims": [entry], **_means(entry)})
     from fl_privacy.reporting import write_summary
 
-    stage = "the global model after round {}".format(r - 1) if trained else "untrained global model"
+    stage = f"the global model after round {r - 1}" if trained else "untrained global model"
     write_summary(run, f"Attack {config.attack.name} ({config.name})", [
         f"- one client update: {config.training.algorithm}, {count} image(s) of {config.data.dataset} "
         f"({split} split), model {config.model.name}, round {r} ({stage})",

@@ -299,10 +299,8 @@ class Experiment:
             "rows_per_round": self.per_round,
         }
         if self.generators:
-            inputs["generators"] = self.generators
-        # Generator files live under the output directory: a moved directory still resumes.
-        text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str).replace(str(self.root), "DIR")
-        return _digest(text, 16)
+            inputs["generators"] = self.generators  # by name and settings, not by file: a moved DIR still resumes
+        return _digest(inputs, 16)
 
     def resolved(self) -> dict[str, Any]:
         """The experiment after the profile and ``--set``: written to ``DIR/experiment.yaml``."""

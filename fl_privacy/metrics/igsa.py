@@ -114,10 +114,9 @@ def igsa(
                 v = torch.randn((probes, *x0.shape), generator=gen).to(device, x0.dtype)
 
                 g, jv = gradient_jvp(model, params, buffers, x, y, v)
-                for k, name in enumerate(names):
-                    jnorm = jv[name].flatten(1).pow(2).sum(1).mean().sqrt()  # ||J_l||_F estimate
-                    gnorm = g[name][0].norm()
-                    totals[k] += float(jnorm / (math.sqrt(d) * gnorm.clamp_min(1e-30)))
+                jnorm = torch.stack([jv[n].flatten(1).pow(2).sum(1).mean().sqrt() for n in names])  # ||J_l||_F
+                gnorm = torch.stack([g[n][0].norm() for n in names])
+                totals += (jnorm / (math.sqrt(d) * gnorm.clamp_min(1e-30))).double().cpu()  # one transfer per point
                 count += 1
     finally:
         model.train(was_training)

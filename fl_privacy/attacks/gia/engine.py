@@ -431,6 +431,16 @@ def _logged_iterations(cfg: GIAConfig) -> list[int]:
     return its
 
 
+def _log_step(it: int, total: torch.Tensor, trace: torch.Tensor, slot: dict[int, int], bar, iterations: int) -> None:  # noqa: ANN001
+    """One optimiser step's trace entry (on logged iterations) and progress-bar tick; ``total`` detached."""
+    if it in slot:
+        trace[slot[it]] = total.to(trace.dtype)
+    if bar is not None:
+        bar.update(1)
+        if it % 100 == 0 or it == iterations - 1:
+            bar.set_postfix(objective=f"{float(total.min()):.4g}")
+
+
 # ---------------------------------------------------------------------- the attack
 def reconstruct(obs: Observation, cfg: GIAConfig, device: torch.device | str | None = None,
                 progress: bool = False) -> GIAResult:
@@ -507,12 +517,7 @@ def reconstruct(obs: Observation, cfg: GIAConfig, device: torch.device | str | N
         if cfg.boxed:
             with torch.no_grad():
                 x.clamp_(min=lo, max=hi)
-        if it in slot:
-            trace[slot[it]] = total.to(trace.dtype)
-        if bar is not None:
-            bar.update(1)
-            if it % 100 == 0 or it == cfg.iterations - 1:
-                bar.set_postfix(objective=f"{float(total.min()):.4g}")
+        _log_step(it, total, trace, slot, bar, cfg.iterations)
     if bar is not None:
         bar.close()
 

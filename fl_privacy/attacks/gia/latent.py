@@ -56,6 +56,7 @@ from fl_privacy.attacks.gia.engine import (
     GIAConfig,
     GIAProblem,
     GIAResult,
+    _log_step,
     _logged_iterations,
     _resolve_labels,
     _scheduler,
@@ -325,13 +326,7 @@ def reconstruct_latent(obs: Observation, cfg: GIALConfig, generator: nn.Module,
         opt.step()
         if scheduler is not None:
             scheduler.step()
-        total = total.detach()
-        if it in slot:
-            trace[slot[it]] = total.to(trace.dtype)
-        if bar is not None:
-            bar.update(1)
-            if it % 100 == 0 or it == cfg.iterations - 1:
-                bar.set_postfix(objective=f"{float(total.min()):.4g}")
+        _log_step(it, total.detach(), trace, slot, bar, cfg.iterations)
 
     with torch.no_grad():
         z = latent(w)
@@ -418,12 +413,7 @@ def _stage_two(problem: GIAProblem, cfg: GIALConfig, G: nn.Module, z: torch.Tens
         opt.step()
         if scheduler is not None:
             scheduler.step()
-        if it in slot:
-            trace[slot[it]] = total.detach()[0].to(trace.dtype)
-        if bar is not None:
-            bar.update(1)
-            if it % 100 == 0 or it == cfg.generator_steps - 1:
-                bar.set_postfix(objective=f"{float(total.detach()[0]):.4g}")
+        _log_step(it, total.detach()[0], trace, slot, bar, cfg.generator_steps)
     with torch.no_grad():
         x = to_candidates(generate(params, *args), 1)
         _, distance = problem.evaluate(x, labels)
