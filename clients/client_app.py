@@ -49,7 +49,8 @@ def train(msg: Message, context: Context) -> Message:
     )
     if state:
         context.state[key] = ArrayRecord({k: v.detach().cpu() for k, v in state.items()})
-    metrics = MetricRecord({"num-examples": reply.num_examples, "train-loss": reply.train_loss, "partition-id": pid,
+    released = {"num-examples": reply.num_examples, "train-loss": reply.train_loss}  # None: withheld (privacy.metrics)
+    metrics = MetricRecord({**{k: v for k, v in released.items() if v is not None}, "partition-id": pid,
                             "payload-bytes": reply.payload_bytes})
     return Message(content=RecordDict({"arrays": ArrayRecord(reply.arrays), "metrics": metrics}), reply_to=msg)
 

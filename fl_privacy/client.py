@@ -13,7 +13,9 @@ import torch
 
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.data import ImageData
-from fl_privacy.defenses import DefenseContext, build_pipeline, dense_bytes
+from fl_privacy.defenses import DefenseContext, dense_bytes
+from fl_privacy.dp.guarantee import release_policy, resolve
+from fl_privacy.dp.release import buffers_into_update, client_pipeline, sent_buffers
 from fl_privacy.training import local_update
 
 Tensors = dict[str, torch.Tensor]
@@ -23,8 +25,9 @@ Tensors = dict[str, torch.Tensor]
 class ClientReply:
     arrays: Tensors
     """Same keys and order as the global state: gradients + buffers (FedSGD) or weights + buffers (FedAvg)."""
-    num_examples: int
-    train_loss: float
+    num_examples: int | None
+    train_loss: float | None
+    """None when ``privacy.metrics`` withholds them (the default under DP)."""
     payload_bytes: int
     """What the client would put on the wire for its update (compressed encodings count less)."""
 
@@ -42,28 +45,40 @@ def client_update(
 ) -> ClientReply:
     """Train from ``global_state`` on ``steps``, defend the update, return what is sent.
 
-    ``state`` is the client's persistent defense state (updated in place).
+    ``state`` is the client's persistent defense state (updated in place). Nothing leaves
+    the client around the pipeline: buffers and metrics follow ``privacy.buffers`` /
+    ``privacy.metrics`` (withheld under DP unless the config lets them out).
     """
     model.load_state_dict(global_state)
-    result = local_update(model, data, steps, config.training, config.data.normalize, device)
+    seed = int(np.random.SeedSequence([config.seed, server_round, partition_id]).generate_state(1)[0])
+    mechanism = resolve(config)
+    dpsgd = None
+    if mechanism is not None and mechanism.name == "sample":
+        dpsgd = (mechanism.clip, mechanism.noise_multiplier, torch.Generator().manual_seed(seed + 1))
+    result = local_update(model, data, steps, config.training, config.data.normalize, device, dpsgd)
     if result.kind == "gradient":
-        update = result.shared
+        update = dict(result.shared)
     else:
         update = {k: v - global_state[k].to(v.device) for k, v in result.shared.items()}
-    pipeline = build_pipeline(config.defenses)
+    buffer_policy, metrics_policy = release_policy(config)
+    noised = buffers_into_update(update, result.buffers, global_state, buffer_policy)
+    pipeline = client_pipeline(config)
     payload = dense_bytes(update)
     if len(pipeline):
         model.load_state_dict(global_state)  # defenses see the global model, not the trained one
         inputs, labels = data.batch(np.unique(np.concatenate(steps)), normalize=config.data.normalize, device=device)
-        seed = int(np.random.SeedSequence([config.seed, server_round, partition_id]).generate_state(1)[0])
         context = DefenseContext(
             kind="gradient" if result.kind == "gradient" else "delta", model=model, inputs=inputs, labels=labels,
             generator=torch.Generator().manual_seed(seed), state=state,
         )
         update = pipeline(update, context)
         payload = pipeline.payload_bytes(update)
+    buffers = sent_buffers(result.buffers, update, noised, global_state, buffer_policy)
+    update = {k: v for k, v in update.items() if k not in noised}
     if result.kind == "weights":
         update = {k: global_state[k].to(v.device) + v for k, v in update.items()}
-    sent = {**update, **result.buffers}
+    sent = {**update, **buffers}
     arrays = {k: sent[k].detach().cpu() for k in global_state}
+    if metrics_policy == "withhold":
+        return ClientReply(arrays, None, None, payload)
     return ClientReply(arrays, result.num_examples, result.train_loss, payload)

@@ -109,6 +109,10 @@ class FederationConfig(_Section):
     fraction_train: float = Field(default=1.0, gt=0, le=1)
     min_train_clients: int = Field(default=1, ge=1)
     round_timeout: float = Field(default=3600.0, gt=0, description="Seconds the server waits for replies.")
+    sampling: Literal["fixed", "poisson"] = Field(
+        default="fixed", description="Client sampling: fixed (max(int(num_clients * fraction_train), "
+        "min_train_clients) clients, drawn without replacement) or poisson (each client independently with "
+        "probability fraction_train; what central DP needs for amplification).")
 
 
 class TrainingConfig(_Section):
@@ -132,6 +136,33 @@ class DefenseSpec(_Section):
 
     model_config = ConfigDict(extra="allow")
     name: str
+
+
+class PrivacySection(_Section):
+    """The differential-privacy mechanism that runs (see fl_privacy.dp and the README's "Privacy guarantees")."""
+
+    mechanism: Literal["none", "local", "central", "sample"] = Field(
+        default="none", description="local: each client clips and noises its update (protects against the "
+        "server); central: clients clip, the server noises the aggregate once (protects against whoever sees the "
+        "global model, not the server); sample: DP-SGD on the client (per-example clipping + noise each step).")
+    clip: float | None = Field(default=None, gt=0, description="L2 clip: whole update (local, central) or "
+                               "per-example gradient (sample).")
+    noise_multiplier: float | None = Field(default=None, ge=0, description="Noise std / clip.")
+    epsilon: float | None = Field(default=None, gt=0, description="Target epsilon: calibrates noise_multiplier "
+                                  "for federation.rounds (give this or noise_multiplier).")
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    neighbouring: Literal["add_or_remove", "replace_one"] = Field(
+        default="add_or_remove", description="Neighbouring relation of the client-level guarantee (sensitivity "
+        "clip or 2 * clip); sample-level DP-SGD with shuffled batches is always replace-one.")
+    buffers: Literal["auto", "share", "withhold", "noise"] = Field(
+        default="auto", description="BatchNorm running statistics: share raw, withhold (FedBN-style: the client "
+        "sends the global buffers back) or noise (their change joins the update that is clipped and noised); "
+        "auto = withhold under DP, share otherwise.")
+    metrics: Literal["auto", "share", "withhold"] = Field(
+        default="auto", description="Per-client train loss and number of examples: auto = withhold under DP.")
+    proceed_without_guarantee: bool = Field(
+        default=False, description="Run a DP config whose guarantee does not hold (e.g. a stage reads private "
+        "data after the noise); the reports then say 'no guarantee' instead of an epsilon.")
 
 
 class ThreatConfig(_Section):
@@ -274,6 +305,7 @@ class ExperimentConfig(_Section):
     federation: FederationConfig = Field(default_factory=FederationConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     defenses: list[DefenseSpec] = Field(default_factory=list)
+    privacy: PrivacySection = Field(default_factory=PrivacySection)
     attack: AttackConfig = Field(default_factory=AttackConfig)
     mia: MIASection = Field(default_factory=MIASection)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
@@ -473,6 +505,9 @@ def _check_registries(config: ExperimentConfig) -> None:
         build_pipeline(config.defenses)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"defenses: {err}") from None
+    from fl_privacy.dp.guarantee import check_privacy
+
+    check_privacy(config)  # bad DP settings fail here, before round 1
 
 
 def _close(name: str, choices: tuple[str, ...]) -> str:

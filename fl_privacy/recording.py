@@ -119,3 +119,11 @@ class UpdateRecorder:
                 entry.update(outcome)
         self.run.append_jsonl("victims.jsonl", entry)
         return entry
+
+
+def public_num_examples(config: ExperimentConfig, reported: int | None) -> int:
+    """What the server knows of a client's example count: the reported one, else (withheld under DP)
+    what the public config fixes: the FedSGD batch size; 0 = unknown (FedAvg)."""
+    if reported is not None:
+        return int(reported)
+    return config.training.batch_size if config.training.algorithm == "fedsgd" else 0

@@ -151,11 +151,25 @@ def local_update(
     training: TrainingConfig,
     normalize: bool = True,
     device: str | torch.device = "cpu",
+    dpsgd: tuple[float, float, torch.Generator] | None = None,
 ) -> LocalResult:
-    """Run the client's local training on ``steps`` and return what it shares."""
+    """Run the client's local training on ``steps`` and return what it shares.
+
+    ``dpsgd = (clip, noise_multiplier, generator)``: sample-level DP-SGD (``fl_privacy.dp.release``).
+    """
     model = model.to(device).train(training.model_mode == "train")
     params, buffers = split_state(model)
     batches = (data.batch(idx, normalize=normalize, device=device) for idx in steps)
+    if dpsgd is not None:
+        from fl_privacy.dp.release import dp_gradient, dpsgd_steps
+
+        if training.algorithm == "fedsgd":
+            (x, y), = batches
+            grads, loss = dp_gradient(model, params, buffers, x, y, *dpsgd)
+            return LocalResult(grads, buffers, "gradient", len(steps[0]), float(loss), steps)
+        new_params, losses = dpsgd_steps(model, params, buffers, batches, training, *dpsgd)
+        num_examples = len(np.unique(np.concatenate(steps)))
+        return LocalResult(new_params, buffers, "weights", num_examples, float(torch.stack(losses).mean()), steps)
     if training.algorithm == "fedsgd":
         (x, y), = batches
         live = {k: v.requires_grad_(True) for k, v in params.items()}

@@ -21,8 +21,10 @@ from flwr.serverapp.strategy import FedAvg
 
 from fl_privacy.aggregation import WeightedMean
 from fl_privacy.config import ExperimentConfig
-from fl_privacy.defenses import build_pipeline, dense_bytes
-from fl_privacy.recording import RecordedUpdate, UpdateRecorder
+from fl_privacy.defenses import dense_bytes
+from fl_privacy.dp.guarantee import client_sampling
+from fl_privacy.dp.release import central_stage, client_pipeline
+from fl_privacy.recording import RecordedUpdate, UpdateRecorder, public_num_examples
 from fl_privacy.training import apply_gradient
 
 Tensors = dict[str, torch.Tensor]
@@ -50,8 +52,10 @@ class CuriousFedAvg(FedAvg):
         self.config, self.recorder = config, recorder
         self.param_names = param_names
         self.node_partitions = node_partitions
-        self.pipeline = build_pipeline(config.defenses)
-        """SuperNode id -> its ``partition-id`` (from its node config, asked once at start)."""
+        self.pipeline = client_pipeline(config)
+        """The clients' pipeline (with the DP mechanism's stage): its server steps run here."""
+        self.central = central_stage(self.pipeline)
+        """Central DP: clients clip, the server noises the uniformly weighted aggregate."""
         self._sent: Tensors = {}
         self.round_info: dict[int, dict[str, Any]] = {}
 
@@ -62,18 +66,24 @@ class CuriousFedAvg(FedAvg):
         self.round_info[server_round] = {"started": time.time()}
         config[CONFIG_KEY] = self.config.to_json()  # clients read the run's resolved config from here
         config["server-round"] = server_round
-        if len(self.node_partitions) == self.config.federation.num_clients:  # one SuperNode per client
+        poisson = self.config.federation.sampling == "poisson"
+        if len(self.node_partitions) == self.config.federation.num_clients and not poisson:  # one SuperNode per client
             return super().configure_train(server_round, arrays, config, grid)
         return self._virtual_clients(server_round, arrays, config)
 
-    def _server_step(self, aggregated: Tensors, num_clients: int) -> Tensors:
-        """Server-side help of defenses that need it (GradDefense's compensation), on the aggregated update."""
+    def _server_step(self, aggregated: Tensors, num_clients: int, server_round: int = 0) -> Tensors:
+        """Server-side help of defenses that need it (GradDefense's compensation, central DP noise), on the
+        aggregated update."""
         if not self.pipeline.needs_server:
             return aggregated
         if self.config.training.algorithm == "fedsgd":
             update = {k: aggregated[k] for k in self.param_names}
         else:
             update = {k: aggregated[k] - self._sent[k] for k in self.param_names}
+        if self.central is not None:  # the clipped sum over a fixed denominator (McMahan et al. 2018)
+            denominator = client_sampling(self.config)[2] or 1
+            update = {k: v * (num_clients / denominator) for k, v in update.items()}
+            self.central.start_round(self.config.seed, server_round, denominator)
         update = self.pipeline.server_step(update, num_clients)
         if self.config.training.algorithm == "fedavg":
             update = {k: self._sent[k] + v for k, v in update.items()}
@@ -89,9 +99,13 @@ class CuriousFedAvg(FedAvg):
         host = {partition: node for node, partition in self.node_partitions.items()}
         nodes = len(host)
         fed = self.config.federation
-        count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
         rng = np.random.default_rng([self.config.seed, server_round])
-        chosen = sorted(int(p) for p in rng.choice(fed.num_clients, size=count, replace=False))
+        if fed.sampling == "poisson":  # each client independently: the sampling central DP's amplification assumes
+            chosen = [int(p) for p in np.flatnonzero(rng.random(fed.num_clients) < fed.fraction_train)]
+            count = len(chosen)
+        else:
+            count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
+            chosen = sorted(int(p) for p in rng.choice(fed.num_clients, size=count, replace=False))
         log(INFO, "configure_train: %d of %d clients on %d SuperNodes", count, fed.num_clients, nodes)
         messages = []
         for pid in chosen:
@@ -108,7 +122,7 @@ class CuriousFedAvg(FedAvg):
         Victim candidates (at most ``attack.victims`` of them, lowest partition ids
         first) are the only updates kept until the stream ends.
         """
-        mean, loss, pids, failures, payload = WeightedMean(), 0.0, [], 0, 0.0
+        mean, loss, loss_weight, pids, failures, payload = WeightedMean(), 0.0, 0.0, [], 0, 0.0
         candidates: dict[int, tuple[Tensors, int]] = {}
         for message in replies:
             if message.has_error():
@@ -117,17 +131,20 @@ class CuriousFedAvg(FedAvg):
                     message.error.reason)
                 continue
             metrics = message.content["metrics"]
-            pid, weight = int(metrics["partition-id"]), float(metrics["num-examples"])
+            pid = int(metrics["partition-id"])
+            reported = int(metrics["num-examples"]) if "num-examples" in metrics else None  # withheld under DP
+            weight = 1.0 if (reported is None or self.central is not None) else float(reported)
             received = message.content["arrays"].to_torch_state_dict()
             del message
             if received.keys() != self._sent.keys():
                 raise ValueError(f"client {pid} sent arrays whose keys differ from the global model's")
             mean.add(received, weight)
-            loss += weight * float(metrics["train-loss"])
+            if "train-loss" in metrics:
+                loss, loss_weight = loss + weight * float(metrics["train-loss"]), loss_weight + weight
             pids.append(pid)
             payload += float(metrics["payload-bytes"])
             if self.recorder.wants(server_round, pid):
-                candidates[pid] = (received, int(weight))
+                candidates[pid] = (received, public_num_examples(self.config, reported))
                 candidates = self.recorder.keep_lowest(server_round, candidates)
         log(INFO, "aggregate_train: %d replies, %d failures", len(pids), failures)
         if not pids:
@@ -137,16 +154,17 @@ class CuriousFedAvg(FedAvg):
                 self.config, server_round, pid, self._sent, received, self.param_names, weight))
             for pid, (received, weight) in sorted(candidates.items())
         ]
-        aggregated = self._server_step(mean.result(), len(pids))
+        aggregated = self._server_step(mean.result(), len(pids), server_round)
         if self.config.training.algorithm == "fedsgd":  # clients sent gradients: the server takes the SGD step
             aggregated = {**apply_gradient(self._sent, aggregated, self.config.training.lr),
                           **{k: v for k, v in aggregated.items() if k not in self.param_names}}
         aggregated = {k: aggregated[k] for k in self._sent}
-        train_loss = loss / mean.total
+        train_loss = loss / loss_weight if loss_weight else None  # None: clients withheld their loss
         self.round_info[server_round].update(
             train_loss=train_loss, clients=len(pids), failures=failures, partitions=sorted(pids),
             recorded=[r["partition_id"] for r in recorded], victims=recorded,
             payload_kib=payload / len(pids) / 1024,
             compression=dense_bytes({k: self._sent[k] for k in self.param_names}) * len(pids) / payload,
         )
-        return ArrayRecord(aggregated), MetricRecord({"train-loss": train_loss, "clients": len(pids)})
+        metrics = {"clients": len(pids), **({"train-loss": train_loss} if train_loss is not None else {})}
+        return ArrayRecord(aggregated), MetricRecord(metrics)

@@ -20,6 +20,8 @@ from flwr.serverapp import Grid, ServerApp
 from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config
 from fl_privacy.data import ImageData
 from fl_privacy.defenses import build_pipeline
+from fl_privacy.dp.guarantee import check_model
+from fl_privacy.dp.report import privacy_block, summary_lines
 from fl_privacy.evaluation import evaluate_model
 from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
 from fl_privacy.reporting import RunDirectory, write_summary
@@ -46,6 +48,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
     log(INFO, "fl-privacy: run directory %s", run.root)
     device = resolve_device(config.resources.device)
     model = setup.new_model()
+    model_problems = check_model(config, model)  # DP settings the model breaks fail here, before round 1
     param_names = [name for name, _ in model.named_parameters()]
     test = load_split(config, "test")
     test_idx = np.arange(len(test))
@@ -93,7 +96,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
             record.update({f"mia_auc_{name}": m["auc"] for name, m in outcome["attacks"].items()})
         record["elapsed_seconds"] = time.time() - started
         run.append_jsonl("rounds.jsonl", record)
-        write_summary(run, f"Run {config.name}", _notes(config, run))
+        write_summary(run, f"Run {config.name}", _notes(config, run, model_problems))
         log(INFO, "fl-privacy: %s", _round_line(record))
         metrics = {k: float(v) for k, v in record.items() if k.startswith("test_")}
         return MetricRecord(metrics) if metrics else None
@@ -103,11 +106,11 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
         timeout=config.federation.round_timeout,
         evaluate_fn=evaluate,
     )
-    guarantee = build_pipeline(config.defenses).privacy(config.federation.rounds, config.federation.fraction_train)
+    guarantee = privacy_block(config, run.read_jsonl("rounds.jsonl"), config.federation.rounds, model_problems)
     run.write_json("final.json", {"finished": True, "seconds": time.time() - started, "privacy": guarantee})
+    write_summary(run, f"Run {config.name}", _notes(config, run, model_problems))
     if guarantee:
-        log(INFO, "fl-privacy: client-level DP after %d rounds: epsilon %.3f at delta %g",
-            config.federation.rounds, guarantee["epsilon"], guarantee["delta"])
+        log(INFO, "fl-privacy: %s mechanism: %s", guarantee["mechanism"], guarantee["guarantee"])
     log(INFO, "fl-privacy: finished in %.1f s; summary at %s", time.time() - started, run.root / "summary.md")
     return run
 
@@ -248,12 +251,13 @@ def _round_line(record: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _notes(config: ExperimentConfig, run: RunDirectory) -> list[str]:
+def _notes(config: ExperimentConfig, run: RunDirectory, problems: list[str] | None = None) -> list[str]:
     d, t, f = config.data, config.training, config.federation
     part = {"iid": "IID", "dirichlet": f"Dirichlet(alpha={d.alpha})", "classes": f"{d.classes_per_client} classes per client"}
     pipeline = build_pipeline(config.defenses)
     defenses = "; ".join(str(d) for d in pipeline.describe()) or "none"
-    guarantee = pipeline.privacy(f.rounds, f.fraction_train)
+    records = run.read_jsonl("rounds.jsonl")
+    guarantee = privacy_block(config, records, max([r["round"] for r in records] or [0]), problems)
     return [
         f"- data: {d.dataset}, {f.num_clients} clients, {part[d.partition]}",
         f"- model: {config.model.name} {config.model.options() or ''}".rstrip(),
@@ -262,7 +266,6 @@ def _notes(config: ExperimentConfig, run: RunDirectory) -> list[str]:
         + f", {f.rounds} rounds, seed {config.seed}",
         f"- defenses: {defenses}; attack: {config.attack.name} on rounds {config.attack.rounds}",
         f"- run directory: `{run.root}`",
-    ] + ([f"- privacy: (ε = {guarantee['epsilon']:.3f}, δ = {guarantee['delta']:g}) after {f.rounds} rounds "
-          f"(Opacus RDP accountant, client sampling rate {f.fraction_train})"] if guarantee else [])
+    ] + summary_lines(guarantee)
 
 

@@ -147,7 +147,7 @@ def test_defended_run_reports_payload_and_privacy(tmp_path, tiny_overrides):
     assert rounds[1]["compression"] == pytest.approx(5.0, rel=0.01)  # 10% of the entries as value + int32 index
     final = json.loads((run.root / "final.json").read_text())
     assert final["privacy"]["epsilon"] == pytest.approx(5.0, rel=0.05) and final["privacy"]["delta"] == 1e-5
-    assert "ε = " in (run.root / "summary.md").read_text()
+    assert final["privacy"]["mechanism"] == "local" and "local mechanism" in (run.root / "summary.md").read_text()
 
 
 def test_payload_of_a_pipeline_follows_its_last_encoding():

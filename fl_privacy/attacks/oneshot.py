@@ -17,7 +17,7 @@ from fl_privacy.attacks.observe import VictimTruth
 from fl_privacy.attacks.runner import attack_update
 from fl_privacy.client import client_update
 from fl_privacy.config import ConfigError, ExperimentConfig
-from fl_privacy.recording import RecordedUpdate
+from fl_privacy.recording import RecordedUpdate, public_num_examples
 from fl_privacy.reporting import RunDirectory
 from fl_privacy.run_setup import build_model_for, load_split, prepare, resolve_device, victim_steps
 from fl_privacy.training import batch_schedule
@@ -70,7 +70,8 @@ def attack_once(
     r = round_number
     reply = client_update(config, model, data, steps, global_state, pid, r, {}, "cpu")
     param_names = [n for n, _ in model.named_parameters()]
-    recorded = RecordedUpdate.from_reply(config, r, pid, global_state, reply.arrays, param_names, reply.num_examples)
+    recorded = RecordedUpdate.from_reply(config, r, pid, global_state, reply.arrays, param_names,
+                                         public_num_examples(config, reply.num_examples))
     recorded.save(run.update_path(r, pid))
     truth = VictimTruth.from_steps(data, steps, config.data.normalize)
     run.write_json(str(run.ground_truth_path(r, pid).relative_to(run.root)),

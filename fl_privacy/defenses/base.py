@@ -43,6 +43,9 @@ class Defense:
     """True when the server must help (e.g. compensation after aggregation)."""
     keeps_encoding: ClassVar[bool] = False
     """True when applying the stage after an encoding one keeps that encoding (e.g. clipping only rescales)."""
+    reads_private_data: ClassVar[bool] = False
+    """True when the stage reads the client's private batch (``context.inputs``/``labels``): after a DP stage
+    it voids the guarantee, which holds only for post-processing (``fl_privacy.dp.guarantee``)."""
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -61,10 +64,6 @@ class Defense:
     def server_step(self, aggregated: Update, num_clients: int) -> Update:
         """Server-side help after aggregation (``needs_server`` defenses, e.g. GradDefense's compensation)."""
         return aggregated
-
-    def privacy(self, rounds: int, sample_rate: float) -> dict[str, float] | None:
-        """Formal guarantee after ``rounds`` rounds with client sampling rate ``sample_rate`` (DP defenses)."""
-        return None
 
 
 DEFENSES: dict[str, type[Defense]] = {}
@@ -110,14 +109,6 @@ class DefensePipeline:
     @property
     def needs_server(self) -> bool:
         return any(stage.needs_server for stage in self.stages)
-
-    def privacy(self, rounds: int, sample_rate: float) -> dict[str, float] | None:
-        """The formal guarantee of the first stage that has one (ε, δ), else None."""
-        for stage in self.stages:
-            guarantee = stage.privacy(rounds, sample_rate)
-            if guarantee is not None:
-                return guarantee
-        return None
 
     def server_step(self, aggregated: Update, num_clients: int) -> Update:
         for stage in self.stages:

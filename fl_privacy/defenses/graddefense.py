@@ -452,6 +452,7 @@ class GradDefense(Defense):
     """
 
     name = "graddefense"
+    reads_private_data = True  # it reads the client's batch (scores / sensitivities)
     needs_server = True
 
     def __init__(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from fl_privacy.defenses.accounting import check_int, check_number, epsilon_for, noise_multiplier_for
+from fl_privacy.defenses.accounting import check_int, check_number
 from fl_privacy.defenses.base import Defense, DefenseContext, Update, register_defense
 from fl_privacy.defenses.clipping import clip_by_global_norm
 
@@ -57,24 +57,17 @@ class GaussianNoise(Defense):
 
     * ``std`` (>= 0), optionally with ``clip`` (> 0) and ``delta``: clip the whole update to
       L2 norm ``clip`` first (if given), then add noise of standard deviation ``std``.
-    * ``clip``, ``epsilon``, ``delta``, ``rounds``, ``sample_rate``: calibrate to a target
-      (epsilon, delta). As in client-level DP-FedAvg (McMahan et al. 2018, "Learning
-      differentially private recurrent language models", Alg. 1; the SoK's [81]) the whole
-      update is clipped to L2 norm ``clip`` and the noise std is ``noise_multiplier * clip``,
-      with the noise multiplier from Opacus' ``get_noise_multiplier`` (RDP accountant) for
-      ``steps = rounds`` and ``sample_rate`` = sampled clients / total clients.
+    * ``clip``, ``epsilon``, ``delta``, ``rounds``: calibrate to a target (epsilon, delta) for a
+      client that takes part in ``rounds`` rounds. The whole update is clipped to L2 norm
+      ``clip`` (McMahan et al. 2018, Alg. 1) and the noise std is ``noise_multiplier * clip``.
 
-    ``privacy(rounds, sample_rate)`` reports ``{"epsilon", "delta", "noise_multiplier"}``: the
-    epsilon of the noise multiplier actually used (``std / clip``) for the run's own rounds and
-    sample rate, via Opacus' RDP accountant (``accounting.epsilon_for``); it is None when there is no clipping (no sensitivity bound,
-    hence no guarantee) or no ``delta``.
-
-    Notes on the guarantee: here each client noises its own clipped update before sending it,
-    so the curious server sees every individual update with noise ``std`` (a local-DP style
-    release of one client's update, sensitivity ``clip`` under add/remove of that client).
-    The accounting is the standard central one for the aggregate, and it assumes the
-    server sums (or uniformly averages) the clipped updates; an aggregation weighted by
-    ``num_examples`` changes the sensitivity (McMahan et al. 2018 bound the weights).
+    With ``clip`` and ``delta`` this stage is the ``local`` DP mechanism (``fl_privacy.dp``):
+    each client noises its own update and the curious server sees every noisy update and
+    who took part, so the guarantee against it has no sampling amplification and composes
+    over the rounds that client took part in (``neighbouring``: ``add_or_remove``, sensitivity
+    ``clip``, or ``replace_one``, sensitivity ``2 clip``). ``sample_rate`` is accepted only as
+    1.0: a smaller rate would claim an amplification the server does not grant. Without a
+    clip there is no sensitivity bound and no guarantee is reported.
     """
 
     name = "gaussian"
@@ -88,36 +81,49 @@ class GaussianNoise(Defense):
         delta: float | None = None,
         rounds: int | None = None,
         sample_rate: float | None = None,
+        neighbouring: str = "add_or_remove",
     ) -> None:
+        from fl_privacy.dp.accounting import RELATION_NAMES, noise_multiplier_for_target
+
         owner = self.name
         given = {"std": std, "clip": clip, "epsilon": epsilon, "delta": delta, "rounds": rounds,
                  "sample_rate": sample_rate}
+        if neighbouring not in RELATION_NAMES:
+            raise ValueError(f"{owner}: parameter 'neighbouring' must be one of {sorted(RELATION_NAMES)}, "
+                             f"got {neighbouring!r}")
+        if sample_rate is not None and sample_rate != 1.0:
+            raise ValueError(f"{owner}: sample_rate {sample_rate!r} would claim client-sampling amplification, but "
+                             "local noise gets none against the server that picks the clients: drop sample_rate, "
+                             "or use privacy.mechanism: central with federation.sampling: poisson")
+        self.neighbouring = neighbouring
         self.clip = None if clip is None else check_number(owner, "clip", clip, low=0.0, low_open=True)
         self.delta = None if delta is None else check_number(owner, "delta", delta, low=0.0, high=1.0,
                                                              low_open=True, high_open=True)
         if (std is None) == (epsilon is None):
             raise ValueError(
                 f"{owner}: give either 'std' (optionally with 'clip' and 'delta') or "
-                f"'epsilon' with 'clip', 'delta', 'rounds' and 'sample_rate' (got std={std!r}, epsilon={epsilon!r})"
+                f"'epsilon' with 'clip', 'delta' and 'rounds' (got std={std!r}, epsilon={epsilon!r})"
             )
         if std is not None:
             extra = [k for k in ("rounds", "sample_rate") if given[k] is not None]
             if extra:
                 raise ValueError(f"{owner}: parameter(s) {extra} only calibrate the 'epsilon' mode; "
-                                 "privacy(rounds, sample_rate) takes the run's own values")
+                                 "the report composes over the rounds each client really took part in")
             self.std = check_number(owner, "std", std, low=0.0)
             self.noise_multiplier = None if self.clip is None else self.std / self.clip
         else:
-            missing = [k for k in ("clip", "delta", "rounds", "sample_rate") if given[k] is None]
+            missing = [k for k in ("clip", "delta", "rounds") if given[k] is None]
             if missing:
                 raise ValueError(f"{owner}: 'epsilon' needs parameter(s) {missing} as well")
             eps = check_number(owner, "epsilon", epsilon, low=0.0, low_open=True)
             steps = check_int(owner, "rounds", rounds, low=1)
-            q = check_number(owner, "sample_rate", sample_rate, low=0.0, high=1.0, low_open=True)
             assert self.clip is not None and self.delta is not None
-            self.noise_multiplier = noise_multiplier_for(eps, self.delta, q, steps)
+            self.noise_multiplier = noise_multiplier_for_target(eps, self.delta, steps, neighbouring)
             self.std = self.noise_multiplier * self.clip
-        super().__init__(**{k: v for k, v in given.items() if v is not None})
+        params = {k: v for k, v in given.items() if v is not None}
+        if neighbouring != "add_or_remove":
+            params["neighbouring"] = neighbouring
+        super().__init__(**params)
 
     def apply(self, update: Update, context: DefenseContext) -> Update:
         if self.clip is not None:
@@ -129,12 +135,6 @@ class GaussianNoise(Defense):
             for k, v in update.items()
         }
 
-    def privacy(self, rounds: int, sample_rate: float) -> dict[str, float] | None:
-        if self.noise_multiplier is None or self.delta is None:
-            return None
-        epsilon = epsilon_for(self.noise_multiplier, sample_rate, rounds, self.delta)
-        return {"epsilon": epsilon, "delta": self.delta, "noise_multiplier": self.noise_multiplier}
-
 
 # ------------------------------------------------------------------------------ laplace
 
@@ -144,7 +144,7 @@ class LaplaceNoise(Defense):
     """Add Laplace(0, b) noise (b = ``scale`` >= 0, std = sqrt(2) * b) to every element (DP-L).
 
     Wang et al.'s DP-L baseline. Without clipping the update has no bounded sensitivity, so
-    this gives NO formal differential-privacy guarantee (``privacy`` returns None); Plato's
+    this gives NO formal differential-privacy guarantee (none is reported); Plato's
     "epsilon" for its Laplace DP is really this scale (``shared/docs/REFERENCES.md``).
     Samples: the difference of two Exp(1) draws from ``context.generator``.
     """

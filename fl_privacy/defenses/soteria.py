@@ -133,6 +133,7 @@ class Soteria(Defense):
     """
 
     name = "soteria"
+    reads_private_data = True  # it reads the client's batch (scores / sensitivities)
 
     def __init__(self, *, pruning_rate: float = 0.6, probes: int | None = None, max_samples: int | None = 32) -> None:
         if isinstance(pruning_rate, bool) or not isinstance(pruning_rate, (int, float)):

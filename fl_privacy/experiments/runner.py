@@ -203,14 +203,13 @@ def run_federation_unit(experiment: Experiment, unit: Unit, root: Path) -> list[
     privacy = final.get("privacy") or {}
     base = _base_row(experiment, unit, root, run_dir)
     if experiment.per_round:
-        from fl_privacy.defenses import build_pipeline
+        from fl_privacy.dp.report import privacy_block
 
-        pipeline = build_pipeline(config.defenses)
         rows = []
-        for record in records:
+        for index, record in enumerate(records):
             row = {**base, "round": record["round"], "wall_seconds": record.get("elapsed_seconds")}
             row.update({m: record.get(m) for m in experiment.metrics if m in record and m != "wall_seconds"})
-            guarantee = pipeline.privacy(record["round"], config.federation.fraction_train) if record["round"] else None
+            guarantee = privacy_block(config, records[: index + 1], record["round"]) if record["round"] else None
             if guarantee:
                 row.update(epsilon=guarantee["epsilon"], delta=guarantee["delta"])
             rows.append(row)
@@ -219,7 +218,7 @@ def run_federation_unit(experiment: Experiment, unit: Unit, root: Path) -> list[
         return rows
     row = {**base, **_final_metrics(records), "wall_seconds": wall}
     if privacy:
-        row.update(epsilon=privacy.get("epsilon"), delta=privacy.get("delta"))
+        row.update(epsilon=privacy.get("epsilon"), delta=privacy.get("delta"), dp_mechanism=privacy.get("mechanism"))
     return [row]
 
 
