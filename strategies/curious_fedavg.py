@@ -38,6 +38,17 @@ def _no_metric_average(records: list, weighted_by_key: str) -> MetricRecord:  # 
     return MetricRecord({})
 
 
+def sample_clients(config: ExperimentConfig, server_round: int) -> list[int]:
+    """The clients of a round, seeded by (seed, round): a fixed-size draw without replacement, or Poisson
+    (each client independently with probability ``fraction_train``: what central DP's amplification assumes)."""
+    fed = config.federation
+    rng = np.random.default_rng([config.seed, server_round])
+    if fed.sampling == "poisson":
+        return [int(p) for p in np.flatnonzero(rng.random(fed.num_clients) < fed.fraction_train)]
+    count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
+    return sorted(int(p) for p in rng.choice(fed.num_clients, size=count, replace=False))
+
+
 class CuriousFedAvg(FedAvg):
     """Honest FedAvg / FedSGD aggregation plus recording of victim updates."""
 
@@ -99,13 +110,8 @@ class CuriousFedAvg(FedAvg):
         host = {partition: node for node, partition in self.node_partitions.items()}
         nodes = len(host)
         fed = self.config.federation
-        rng = np.random.default_rng([self.config.seed, server_round])
-        if fed.sampling == "poisson":  # each client independently: the sampling central DP's amplification assumes
-            chosen = [int(p) for p in np.flatnonzero(rng.random(fed.num_clients) < fed.fraction_train)]
-            count = len(chosen)
-        else:
-            count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
-            chosen = sorted(int(p) for p in rng.choice(fed.num_clients, size=count, replace=False))
+        chosen = sample_clients(self.config, server_round)
+        count = len(chosen)
         log(INFO, "configure_train: %d of %d clients on %d SuperNodes", count, fed.num_clients, nodes)
         messages = []
         for pid in chosen:
