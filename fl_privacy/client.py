@@ -13,9 +13,9 @@ import torch
 
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.data import ImageData
-from fl_privacy.defenses import DefenseContext, dense_bytes
+from fl_privacy.defenses import DefenseContext
 from fl_privacy.dp.guarantee import release_policy, resolve
-from fl_privacy.dp.release import buffers_into_update, client_pipeline, sent_buffers
+from fl_privacy.dp.release import client_pipeline, release_update
 from fl_privacy.training import local_update
 
 Tensors = dict[str, torch.Tensor]
@@ -60,25 +60,18 @@ def client_update(
         update = dict(result.shared)
     else:
         update = {k: v - global_state[k].to(v.device) for k, v in result.shared.items()}
-    buffer_policy, metrics_policy = release_policy(config)
-    noised = buffers_into_update(update, result.buffers, global_state, buffer_policy)
     pipeline = client_pipeline(config)
-    payload = dense_bytes(update)
-    if len(pipeline):
+
+    def context() -> DefenseContext:
         model.load_state_dict(global_state)  # defenses see the global model, not the trained one
         inputs, labels = data.batch(np.unique(np.concatenate(steps)), normalize=config.data.normalize, device=device)
-        context = DefenseContext(
+        return DefenseContext(
             kind="gradient" if result.kind == "gradient" else "delta", model=model, inputs=inputs, labels=labels,
             generator=torch.Generator().manual_seed(seed), state=state,
         )
-        update = pipeline(update, context)
-        payload = pipeline.payload_bytes(update)
-    buffers = sent_buffers(result.buffers, update, noised, global_state, buffer_policy)
-    update = {k: v for k, v in update.items() if k not in noised}
-    if result.kind == "weights":
-        update = {k: global_state[k].to(v.device) + v for k, v in update.items()}
-    sent = {**update, **buffers}
-    arrays = {k: sent[k].detach().cpu() for k in global_state}
+
+    arrays, payload = release_update(config, pipeline, update, result.buffers, global_state, result.kind, context)
+    metrics_policy = release_policy(config)[1]
     if metrics_policy == "withhold":
         return ClientReply(arrays, None, None, payload)
     return ClientReply(arrays, result.num_examples, result.train_loss, payload)

@@ -7,15 +7,16 @@ share), per-client metrics by ``privacy.metrics``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.func import functional_call
 
-from fl_privacy.defenses import Defense, DefenseContext, DefensePipeline, build_pipeline
+from fl_privacy.defenses import Defense, DefenseContext, DefensePipeline, build_pipeline, dense_bytes
 from fl_privacy.defenses.clipping import clip_by_global_norm
 from fl_privacy.defenses.noise import GaussianNoise, standard_normal
-from fl_privacy.dp.guarantee import resolve
+from fl_privacy.dp.guarantee import release_policy, resolve
 
 Tensors = dict[str, torch.Tensor]
 
@@ -82,13 +83,20 @@ def dp_gradient(model: torch.nn.Module, params: Tensors, buffers: Tensors, x: to
         return loss_fn(functional_call(model, (p, buffers), (xi[None],)), yi[None])
 
     grads, losses = torch.func.vmap(torch.func.grad_and_value(one), in_dims=(None, 0, 0))(params, x, y)
-    norms = torch.linalg.vector_norm(torch.stack([g.flatten(1).norm(dim=1) for g in grads.values()], 1), dim=1)
+    summed = noisy_clipped_sum(grads, clip, noise_multiplier, generator)
+    return {k: v / len(x) for k, v in summed.items()}, losses.mean().detach()
+
+
+def noisy_clipped_sum(per_example: Tensors, clip: float, noise_multiplier: float,
+                      generator: torch.Generator) -> Tensors:
+    """Sum over the batch (dim 0) of per-example gradients clipped to ``clip`` jointly, plus N(0, (sigma clip)^2)."""
+    norms = torch.linalg.vector_norm(torch.stack([g.flatten(1).norm(dim=1) for g in per_example.values()], 1), dim=1)
     factor = clip / torch.clamp(norms, min=clip)
     out = {}
-    for name, g in grads.items():
+    for name, g in per_example.items():
         summed = torch.einsum("b,b...->...", factor.to(g.dtype), g)
-        out[name] = (summed + noise_multiplier * clip * standard_normal(summed.shape, generator, summed)) / len(x)
-    return out, losses.mean().detach()
+        out[name] = summed + noise_multiplier * clip * standard_normal(summed.shape, generator, summed)
+    return out
 
 
 def dpsgd_steps(model: torch.nn.Module, params: Tensors, buffers: Tensors, batches: Any, training: Any,
@@ -131,3 +139,24 @@ def sent_buffers(buffers: Tensors, defended: Tensors, noised: list[str], global_
         else:
             out[k] = global_state[k]
     return out
+
+
+def release_update(config: Any, pipeline: DefensePipeline, update: Tensors, buffers: Tensors, global_state: Tensors,
+                   kind: str, context: Callable[[], DefenseContext]) -> tuple[Tensors, int]:
+    """What one client sends (same keys as ``global_state``) and its payload bytes.
+
+    ``update``: gradient (``kind`` gradient) or ``w_local - w_global``; ``buffers``: after local
+    training. The only way out of a client: the audit sends its canaries through here too.
+    """
+    update = dict(update)
+    policy = release_policy(config)[0]
+    noised = buffers_into_update(update, buffers, global_state, policy)
+    payload = dense_bytes(update)
+    if len(pipeline):
+        update = pipeline(update, context())
+        payload = pipeline.payload_bytes(update)
+    sent = sent_buffers(buffers, update, noised, global_state, policy)
+    for k, v in update.items():
+        if k not in noised:
+            sent[k] = v if kind == "gradient" else global_state[k].to(v.device) + v
+    return {k: sent[k].detach().cpu() for k in global_state}, payload
