@@ -4,6 +4,7 @@
     fl-privacy attack CONFIG.yaml [--set key=value ...] [--out DIR] [--split test --indices 0,1]
     fl-privacy validate CONFIG.yaml [--set key=value ...]
     fl-privacy doctor
+    fl-privacy audit-dp CONFIG.yaml [--set key=value ...] [--canaries N] [--rounds T] [--out FILE]
 """
 
 from __future__ import annotations
@@ -129,6 +130,32 @@ def cmd_doctor(args: argparse.Namespace) -> int:  # noqa: ARG001
     return 0
 
 
+def cmd_audit_dp(args: argparse.Namespace) -> int:
+    """Canary audit of the configured DP mechanism: empirical epsilon next to the claimed one (fl_privacy.dp.audit)."""
+    import json
+    from pathlib import Path
+
+    from fl_privacy.dp.audit import audit_dp
+    from fl_privacy.dp.guarantee import check_model
+    from fl_privacy.run_setup import prepare
+
+    config = _load(args)
+    model = prepare(config).new_model()
+    check_model(config, model)
+    result = audit_dp(config, model, canaries=args.canaries, rounds=args.rounds, seed=args.seed)
+    out = Path(args.out or Path(config.out_dir) / f"{config.name}-audit-dp.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    shown = f"{result['empirical_epsilon']:.3f}" + (
+        f" (interval {result['interval'][0]:.3f}..{result['interval'][1]:.3f})" if "interval" in result else "")
+    print(f"{result['mechanism']} mechanism, {result['method']}\n"
+          f"claimed epsilon {result['claimed_epsilon']:.3f} at delta {result['delta']:g} over "
+          f"{result['compositions']} releases; empirical epsilon {shown}: {result['empirical_kind']}\n"
+          + ("VIOLATION: the mechanism leaks more than it claims\n" if result["violation"] else "")
+          + f"written to {out}")
+    return 1 if result["violation"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fl-privacy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -167,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     from fl_privacy.attacks.generators.cli import add_train_generator_parser
 
     add_train_generator_parser(sub)
+
+    audit = sub.add_parser("audit-dp", help="canary audit: empirical epsilon of the configured DP mechanism")
+    with_config(audit)
+    audit.add_argument("--canaries", type=int, default=200, help="canary clients / examples (default 200)")
+    audit.add_argument("--rounds", type=int, default=None, help="rounds audited (default federation.rounds)")
+    audit.add_argument("--seed", type=int, default=0, help="seed of the canaries and the noise")
+    audit.add_argument("--out", help="JSON file (default <out_dir>/<name>-audit-dp.json)")
+    audit.set_defaults(func=cmd_audit_dp)
 
     doctor = sub.add_parser("doctor", help="show available datasets, devices and optional weights")
     doctor.set_defaults(func=cmd_doctor)

@@ -22,7 +22,7 @@ from flwr.serverapp.strategy import FedAvg
 from fl_privacy.aggregation import WeightedMean
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.defenses import dense_bytes
-from fl_privacy.dp.guarantee import client_sampling
+from fl_privacy.dp.guarantee import client_sampling, release_policy
 from fl_privacy.dp.release import central_stage, client_pipeline
 from fl_privacy.recording import RecordedUpdate, UpdateRecorder, public_num_examples
 from fl_privacy.training import apply_gradient
@@ -87,17 +87,18 @@ class CuriousFedAvg(FedAvg):
         aggregated update."""
         if not self.pipeline.needs_server:
             return aggregated
-        if self.config.training.algorithm == "fedsgd":
-            update = {k: aggregated[k] for k in self.param_names}
-        else:
-            update = {k: aggregated[k] - self._sent[k] for k in self.param_names}
+        fedsgd = self.config.training.algorithm == "fedsgd"
+        update = {k: aggregated[k] if fedsgd else aggregated[k] - self._sent[k] for k in self.param_names}
+        changes: list[str] = []  # buffer changes the clients clipped and noised with their update
         if self.central is not None:  # the clipped sum over a fixed denominator (McMahan et al. 2018)
+            if release_policy(self.config)[0] == "noise":
+                changes = [k for k, v in aggregated.items() if k not in update and v.is_floating_point()]
+                update.update({k: aggregated[k] - self._sent[k] for k in changes})
             denominator = client_sampling(self.config)[2] or 1
             update = {k: v * (num_clients / denominator) for k, v in update.items()}
             self.central.start_round(self.config.seed, server_round, denominator)
         update = self.pipeline.server_step(update, num_clients)
-        if self.config.training.algorithm == "fedavg":
-            update = {k: self._sent[k] + v for k, v in update.items()}
+        update = {k: v if (fedsgd and k not in changes) else self._sent[k] + v for k, v in update.items()}
         return {**aggregated, **update}
 
     def _virtual_clients(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> list[Message]:
