@@ -96,7 +96,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
             record.update({f"mia_auc_{name}": m["auc"] for name, m in outcome["attacks"].items()})
         record["elapsed_seconds"] = time.time() - started
         run.append_jsonl("rounds.jsonl", record)
-        write_summary(run, f"Run {config.name}", _notes(config, run, model_problems))
+        write_summary(run, f"Run {config.name}", _notes(config, run, model_problems), _attack_note(config))
         log(INFO, "fl-privacy: %s", _round_line(record))
         metrics = {k: float(v) for k, v in record.items() if k.startswith("test_")}
         return MetricRecord(metrics) if metrics else None
@@ -108,7 +108,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
     )
     guarantee = privacy_block(config, run.read_jsonl("rounds.jsonl"), config.federation.rounds, model_problems)
     run.write_json("final.json", {"finished": True, "seconds": time.time() - started, "privacy": guarantee})
-    write_summary(run, f"Run {config.name}", _notes(config, run, model_problems))
+    write_summary(run, f"Run {config.name}", _notes(config, run, model_problems), _attack_note(config))
     if guarantee:
         log(INFO, "fl-privacy: %s mechanism: %s", guarantee["mechanism"], guarantee["guarantee"])
     log(INFO, "fl-privacy: finished in %.1f s; summary at %s", time.time() - started, run.root / "summary.md")
@@ -249,6 +249,16 @@ def _round_line(record: dict[str, Any]) -> str:
     if "round_seconds" in record:
         parts.append(f"{record['round_seconds']:.1f} s")
     return ", ".join(parts)
+
+
+def _attack_note(config: ExperimentConfig) -> str | None:
+    """What the run's DP mechanism does not protect against, shown next to the attacks on recorded updates."""
+    from fl_privacy.dp.guarantee import NOT_PROTECTED, resolve
+
+    mechanism = resolve(config)
+    if mechanism is None or mechanism.name not in NOT_PROTECTED:
+        return None
+    return f"{mechanism.name} DP does not protect against {NOT_PROTECTED[mechanism.name]}."
 
 
 def _notes(config: ExperimentConfig, run: RunDirectory, problems: list[str] | None = None) -> list[str]:

@@ -39,8 +39,10 @@ def _cell(value: Any, fmt: str) -> str:
     return fmt.format(value)
 
 
-def write_summary(run: RunDirectory, title: str, notes: list[str] | None = None) -> Path:
-    """Table of per-round records plus an accuracy plot (when there is something to plot)."""
+def write_summary(run: RunDirectory, title: str, notes: list[str] | None = None, attack_note: str | None = None) -> Path:
+    """Table of per-round records plus an accuracy plot (when there is something to plot).
+
+    ``attack_note``: printed with the attack results (e.g. what the run's DP does not protect against)."""
     records = run.read_jsonl("rounds.jsonl")
     lines = [f"# {title}", ""]
     lines += notes or []
@@ -54,7 +56,10 @@ def write_summary(run: RunDirectory, title: str, notes: list[str] | None = None)
     plot = _plot_accuracy(run, records)
     if plot:
         lines += ["", f"![test accuracy per round]({plot.name})"]
-    lines += _victim_section(run, records)
+    victims = _victim_section(run, records)
+    if victims and attack_note:
+        victims[3:3] = [f"Note: {attack_note}", ""]
+    lines += victims
     lines += _mia_section(records)
     lines += ["", "Files: `config.yaml` (resolved config), `environment.json` (versions), `rounds.jsonl` "
               "(one record per round), `updates/` (the server's view of recorded victim updates), "
