@@ -101,6 +101,20 @@ class CuriousFedAvg(FedAvg):
         update = {k: v if (fedsgd and k not in changes) else self._sent[k] + v for k, v in update.items()}
         return {**aggregated, **update}
 
+    def _noise_only(self, server_round: int, failures: int) -> ArrayRecord | None:
+        """Central DP with nobody sampled (Poisson): the mechanism still releases its noise on an empty sum."""
+        if self.central is None:
+            return None
+        fedsgd = self.config.training.algorithm == "fedsgd"
+        empty = {k: torch.zeros_like(v) if (fedsgd and k in self.param_names) else v.clone()
+                 for k, v in self._sent.items()}
+        aggregated = self._server_step(empty, 0, server_round)
+        if fedsgd:
+            aggregated = {**apply_gradient(self._sent, aggregated, self.config.training.lr),
+                          **{k: v for k, v in aggregated.items() if k not in self.param_names}}
+        self.round_info[server_round].update(clients=0, failures=failures, partitions=[], recorded=[], victims=[])
+        return ArrayRecord({k: aggregated[k] for k in self._sent})
+
     def _virtual_clients(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> list[Message]:
         """More clients than SuperNodes: client ``p`` trains on the node whose partition-id is ``p mod N``.
 
@@ -155,7 +169,7 @@ class CuriousFedAvg(FedAvg):
                 candidates = self.recorder.keep_lowest(server_round, candidates)
         log(INFO, "aggregate_train: %d replies, %d failures", len(pids), failures)
         if not pids:
-            return None, None
+            return self._noise_only(server_round, failures), None
         recorded = [
             self.recorder.record(RecordedUpdate.from_reply(
                 self.config, server_round, pid, self._sent, received, self.param_names, weight))

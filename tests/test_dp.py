@@ -283,3 +283,17 @@ def test_each_mechanism_runs_and_reports_its_block(tmp_path, tiny_overrides, mec
     assert all(r.get("train_loss") is None for r in records)  # withheld by the clients
     if mechanism == "central":
         assert "does NOT protect against: the curious server" in summary
+
+
+def test_central_dp_releases_noise_when_poisson_samples_nobody():
+    from strategies.curious_fedavg import CuriousFedAvg
+
+    config = _config(**{"privacy.mechanism": "central", "privacy.clip": 1.0, "privacy.noise_multiplier": 1.0,
+                        "federation.num_clients": 10, "federation.fraction_train": 0.3,
+                        "federation.sampling": "poisson"})
+    strategy = CuriousFedAvg(config, None, ["w"], {})
+    strategy._sent = {"w": torch.zeros(50_000)}
+    strategy.round_info[1] = {}
+    released = strategy.aggregate_train(1, [])[0].to_torch_state_dict()["w"]
+    assert float(released.std()) == pytest.approx(1.0 * 1.0 / 3, rel=0.02)  # sigma clip / (q N)
+    assert strategy.round_info[1]["clients"] == 0
