@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fl_privacy.defenses import DEFENSES, DefenseContext, DefensePipeline, build_pipeline
-from fl_privacy.defenses.accounting import epsilon_for, noise_multiplier_for
+from fl_privacy.dp.accounting import gaussian_epsilon, noise_multiplier_for_target
 from fl_privacy.defenses.clipping import global_norm
 from fl_privacy.defenses.quantization import quantize_tensor
 
@@ -331,19 +331,19 @@ def test_laplace_noise_std_and_reproducibility():
 def test_accountant_matches_opacus_and_the_reference_value():
     from opacus.accountants import RDPAccountant
 
-    eps = epsilon_for(CHECK_SIGMA, CHECK_Q, CHECK_STEPS, CHECK_DELTA)
+    eps = gaussian_epsilon(CHECK_SIGMA, CHECK_STEPS, CHECK_DELTA, sample_rate=CHECK_Q)
     accountant = RDPAccountant()
     for _ in range(CHECK_STEPS):
         accountant.step(noise_multiplier=CHECK_SIGMA, sample_rate=CHECK_Q)
     assert eps == pytest.approx(accountant.get_epsilon(delta=CHECK_DELTA), rel=1e-12)
     assert eps == pytest.approx(2.60, abs=0.01)
-    assert epsilon_for(0.0, CHECK_Q, CHECK_STEPS, CHECK_DELTA) == math.inf
+    assert gaussian_epsilon(0.0, CHECK_STEPS, CHECK_DELTA, sample_rate=CHECK_Q) == math.inf
 
     gauss = make("gaussian", std=CHECK_SIGMA * 0.5, clip=0.5, delta=CHECK_DELTA)
     assert gauss.noise_multiplier == pytest.approx(CHECK_SIGMA)
 
-    sigma = noise_multiplier_for(2.0, CHECK_DELTA, CHECK_Q, CHECK_STEPS)
-    assert 2.0 - 0.01 <= epsilon_for(sigma, CHECK_Q, CHECK_STEPS, CHECK_DELTA) <= 2.0
+    sigma = noise_multiplier_for_target(2.0, CHECK_DELTA, CHECK_STEPS, sample_rate=CHECK_Q)
+    assert 2.0 - 0.01 <= gaussian_epsilon(sigma, CHECK_STEPS, CHECK_DELTA, sample_rate=CHECK_Q) <= 2.0
 
 
 def test_gaussian_epsilon_mode_clips_and_calibrates_without_amplification():

@@ -1,19 +1,7 @@
-"""Privacy accounting glue (Opacus' RDP accountant) and parameter checks shared by the defenses.
+"""Parameter checks shared by the defenses.
 
-Accounting
-----------
-Client-level DP-FedAvg (McMahan et al. 2018, "Learning differentially private recurrent
-language models", cited as [81] in the SoK §6) is a sub-sampled Gaussian
-mechanism: each round a fraction ``q`` of the clients is sampled, each clips its whole
-update to L2 norm ``C`` and Gaussian noise of standard deviation ``sigma * C`` is added,
-for ``T`` rounds. Its (epsilon, delta) is what the moments/RDP accountant of DP-SGD gives
-for noise multiplier ``sigma``, sample rate ``q`` and ``T`` steps. We never account by
-hand: both directions go through Opacus (``opacus.accountants.analysis.rdp`` for epsilon,
-``opacus.accountants.utils.get_noise_multiplier`` for the inverse), with Opacus' default
-RDP orders.
-
-Check value (``shared/docs/REFERENCES.md``, "Defenses"): q = 256/60000, sigma = 1.1,
-14062 steps, delta = 1e-5 gives epsilon ~= 2.60.
+Accounting lives in ``fl_privacy.dp.accounting`` (the epsilon of the mechanism that runs:
+local, central or sample-level, with its relation and sampling explicit).
 
 Parameter checks
 ----------------
@@ -25,10 +13,9 @@ live here because this module has no dependency on the other defense modules.)
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
-__all__ = ["check_bool", "check_int", "check_number", "epsilon_for", "noise_multiplier_for"]
+__all__ = ["check_bool", "check_int", "check_number"]
 
 
 # ----------------------------------------------------------------------------- checks
@@ -91,45 +78,3 @@ def _check_accounting(sample_rate: Any, steps: Any, delta: Any) -> tuple[float, 
     t = check_int("accounting", "steps", steps, low=1)
     d = check_number("accounting", "delta", delta, low=0.0, high=1.0, low_open=True, high_open=True)
     return q, t, d
-
-
-# ------------------------------------------------------------------------- accounting
-
-
-def epsilon_for(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
-    """Epsilon of ``steps`` sub-sampled Gaussian steps (Opacus RDP accountant, default orders).
-
-    ``noise_multiplier`` = noise std / clipping norm; ``sample_rate`` = the Poisson sampling
-    probability (clients per round / total clients for client-level DP-FedAvg);
-    ``steps`` = rounds. ``noise_multiplier == 0`` means no privacy: ``inf``.
-    """
-    from opacus.accountants import RDPAccountant
-    from opacus.accountants.analysis import rdp as rdp_analysis
-
-    sigma = check_number("accounting", "noise_multiplier", noise_multiplier, low=0.0)
-    q, t, d = _check_accounting(sample_rate, steps, delta)
-    if sigma == 0.0:
-        return math.inf
-    orders = RDPAccountant.DEFAULT_ALPHAS
-    rdp = rdp_analysis.compute_rdp(q=q, noise_multiplier=sigma, steps=t, orders=orders)
-    epsilon, _ = rdp_analysis.get_privacy_spent(orders=orders, rdp=rdp, delta=d)
-    return float(epsilon)
-
-
-def noise_multiplier_for(
-    epsilon: float, delta: float, sample_rate: float, steps: int, *, epsilon_tolerance: float = 0.01
-) -> float:
-    """Smallest noise multiplier (Opacus' binary search) whose epsilon is within ``epsilon_tolerance`` below ``epsilon``."""
-    from opacus.accountants.utils import get_noise_multiplier
-
-    eps = check_number("accounting", "epsilon", epsilon, low=0.0, low_open=True)
-    q, t, d = _check_accounting(sample_rate, steps, delta)
-    tol = check_number("accounting", "epsilon_tolerance", epsilon_tolerance, low=0.0, low_open=True)
-    with warnings.catch_warnings():
-        # The search visits very large sigmas whose optimal RDP order is the largest one; the
-        # warning Opacus emits for those intermediate points says nothing about the answer.
-        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
-        sigma = get_noise_multiplier(
-            target_epsilon=eps, target_delta=d, sample_rate=q, steps=t, accountant="rdp", epsilon_tolerance=tol
-        )
-    return float(sigma)

@@ -68,8 +68,22 @@ def _gaussian_stages(config: Any) -> list[tuple[int, dict[str, Any]]]:
     return [(i, s) for i, s in enumerate(specs) if s.get("name") == "gaussian"]
 
 
+_RESOLVED: dict[str, Mechanism | None] = {}
+
+
 def resolve(config: Any) -> Mechanism | None:
-    """The mechanism ``config`` runs (None: no formal DP). Raises ConfigError on contradictions."""
+    """The mechanism ``config`` runs (None: no formal DP). Raises ConfigError on contradictions.
+
+    Cached per config (clients call it every round; a target epsilon is calibrated by bisection)."""
+    key = config.model_dump_json()
+    if key not in _RESOLVED:
+        if len(_RESOLVED) > 64:
+            _RESOLVED.clear()
+        _RESOLVED[key] = _resolve(config)
+    return _RESOLVED[key]
+
+
+def _resolve(config: Any) -> Mechanism | None:
     p = config.privacy
     dp_stages = [(i, s) for i, s in _gaussian_stages(config) if s.get("clip") is not None and s.get("delta")]
     if p.mechanism != "none" and dp_stages:
