@@ -39,6 +39,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(yaml.safe_dump(config.model_dump(), sort_keys=False), end="")
     print(f"# ok: {config.data.dataset} train split with {len(setup.train)} samples, "
           f"{len(sizes)} clients holding {min(sizes)}..{max(sizes)} samples")
+    from fl_privacy.dp.guarantee import check_model
+    from fl_privacy.dp.report import privacy_block, summary_lines
+
+    problems = check_model(config, setup.new_model())
+    for line in summary_lines(privacy_block(config, None, None, problems)):  # worst case: every round
+        print(f"# {line}")
     return 0
 
 
