@@ -64,3 +64,19 @@ def test_audit_flags_buffers_sent_raw_and_not_withheld_ones():
     assert raw["violation"] and raw["part"] == "buffers"
     withheld = _audit("local", {**model, "privacy.buffers": "withhold"}, canaries=60)
     assert not withheld["violation"]
+
+
+def test_audit_dp_command_writes_claimed_and_empirical_epsilon(tmp_path, capsys):
+    import json
+
+    from fl_privacy.cli import main as cli_main
+
+    sets = [f"{k}={v}" for k, v in {**TINY, "privacy.mechanism": "local", "privacy.clip": 1.0,
+                                    "privacy.noise_multiplier": 2.0}.items()]
+    out = tmp_path / "audit.json"
+    args = ["audit-dp", *[a for s in sets for a in ("--set", s)], "--canaries", "40", "--rounds", "2", "--out", str(out)]
+    assert cli_main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["claimed_epsilon"] > 0 and result["empirical_epsilon"] >= 0 and result["confidence"] == 0.95
+    assert "claimed epsilon" in capsys.readouterr().out
+    assert cli_main(["audit-dp", "--set", "data.dataset=mnist", "--out", str(out)]) == 2  # no mechanism: an error
