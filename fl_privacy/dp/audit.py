@@ -155,17 +155,23 @@ def _client_level(config: Any, model: torch.nn.Module, canaries: int, rounds: in
             views[0] += flat(released)
     if central:
         views = views.expand(canaries, -1)
+    return _score_parts(views, used, unused, floats, params, sizes, mechanism.delta)
+
+
+def _score_parts(views: torch.Tensor, used: torch.Tensor, unused: torch.Tensor, floats: list[str],
+                 params: list[str], sizes: list[int], delta: float) -> dict[str, Any]:
+    """Andrew et al.'s estimate on each part of the reply (parameters, buffers); the larger one is reported."""
     parts = {"parameters": [i for i, k in enumerate(floats) if k in params],
              "buffers": [i for i, k in enumerate(floats) if k not in params]}
     bounds = np.cumsum([0, *sizes])
     best: dict[str, Any] = {}
     for part, members in parts.items():
-        cols = torch.cat([torch.arange(bounds[i], bounds[i + 1]) for i in members]) if members else None
-        if cols is None:
+        if not members:
             continue
+        cols = torch.cat([torch.arange(bounds[i], bounds[i + 1]) for i in members])
         canary_cos = _cosines(views[:, cols], used[:, cols])
         null_cos = _cosines(views[:, cols], unused[:, cols])
-        estimate = gaussian_fit_epsilon(canary_cos, null_cos, mechanism.delta)
+        estimate = gaussian_fit_epsilon(canary_cos, null_cos, delta)
         if not best or estimate > best["empirical_epsilon"]:
             best = {"empirical_epsilon": estimate, "part": part, "canary_cosine_mean": float(canary_cos.mean()),
                     "null_cosine_mean": float(null_cos.mean()), "null_cosine_std": float(null_cos.std()),
