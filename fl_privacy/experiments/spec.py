@@ -75,8 +75,9 @@ MODES = ("attack", "federation")
 DEFAULT_PROFILE = "quick"
 
 ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc", "images", "iterations",
-                  "seconds", "seconds_per_iteration", "objective", "wall_seconds")
-"""Per-victim values of ``attack_once``'s entry (``seconds``: the attack alone; ``wall_seconds``: the whole row)."""
+                  "seconds", "seconds_per_iteration", "objective", "wall_seconds", "ssim_uniform7_mean")
+"""Per-victim values of ``attack_once``'s entry (``seconds``: the attack alone; ``wall_seconds``: the whole row;
+``ssim_mean``: Gaussian 11x11 window, ``ssim_uniform7_mean``: skimage's 7x7 uniform window)."""
 
 FEDERATION_METRICS = ("test_accuracy", "test_loss", "train_loss", "attack_psnr_mean", "attack_ssim_mean",
                       "attack_mse_mean", "attack_lpips_mean", "attack_label_acc", "payload_kib", "compression",

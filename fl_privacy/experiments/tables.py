@@ -152,7 +152,17 @@ def render_table(experiment: Experiment, table: TableSpec, recs: list[Record]) -
     lines += ["", f"Cells: {what} over {over} ({n} per cell; a single value is shown alone)."]
     if table.columns and len(table.metrics) == 1:
         lines[-1] = f"Metric: `{table.metrics[0]}`. " + lines[-1]
+    lines += ssim_note(table.metrics)
     return lines
+
+
+SSIM_NOTE = ("SSIM (`*ssim_mean`): Gaussian 11x11 window, sigma 1.5, population covariance, data range 1 "
+             "(Wang et al. 2004, as the papers report); `ssim_uniform7_mean`: skimage's 7x7 uniform window.")
+
+
+def ssim_note(metrics: tuple[str, ...] | list[str]) -> list[str]:
+    """A line naming the SSIM window when a table shows SSIM (the two windows give different numbers)."""
+    return ["", SSIM_NOTE] if any("ssim" in m for m in metrics) else []
 
 
 def plot_figure(experiment: Experiment, figure: FigureSpec, recs: list[Record], root: Path) -> list[Path]:
