@@ -59,7 +59,7 @@ from fl_privacy.config import (
 
 TOP_KEYS = ("experiment", "base")
 EXPERIMENT_KEYS = ("name", "question", "paper", "notes", "mode", "victims", "sweep", "seeds", "table", "figure",
-                   "generators", "profiles")
+                   "generators", "profiles", "comparisons")
 VICTIM_KEYS = ("split", "indices", "group", "count", "clients")
 TABLE_KEYS = ("rows", "columns", "metrics", "title", "stats")
 TABLE_STATS = ("mean", "median")
@@ -261,6 +261,8 @@ class Experiment:
     root: Path = Path(".")
     generators: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Generators the experiment trains before its first run (GIA-L's auxiliary knowledge): name -> spec."""
+    comparisons: list[Any] = field(default_factory=list)
+    """The paper's claims as paired comparisons (``fl_privacy.experiments.comparisons.Comparison``)."""
 
     def generator_path(self, name: str) -> Path:
         """Where generator ``name`` is kept: ``DIR/generators/<name>.pt`` (trained once, reused on resume)."""
@@ -323,6 +325,8 @@ class Experiment:
             "overrides": dict(self.overrides),
             "rows_per_round": self.per_round,
             **({"generators": self.generators} if self.generators else {}),
+            **({"comparisons": [c.spec.model_dump(exclude_none=True) for c in self.comparisons]}
+               if self.comparisons else {}),
             "base": self.base,
             "points": [{"id": p.point_id, **{k: show(v) for k, v in p.values.items()}} for p in self.points],
             "fingerprint": self.fingerprint(),
@@ -510,6 +514,11 @@ def load_experiment(
 
     notes = raw.get("notes") or []
     notes = [notes] if isinstance(notes, str) else [str(n) for n in notes]
+    from fl_privacy.experiments.comparisons import check_paired, parse_comparisons, sweep_values
+
+    comparisons = parse_comparisons(raw.get("comparisons"), axes, sweep_values(_mapping(raw.get("sweep"), "sweep"),
+                                    profiles, show), METRICS[mode], show)
+    check_paired(comparisons, points, show)
     units = []
     for point in points:
         for seed in seeds:
@@ -526,6 +535,7 @@ def load_experiment(
         cli_overrides=cli,
         points=points, units=units, per_round=per_round, root=root,
         generators={k: v for k, v in generators.items() if k in used_generators},
+        comparisons=comparisons,
     )
     if check_data:
         preflight(experiment)

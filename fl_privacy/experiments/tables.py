@@ -278,9 +278,19 @@ def write_summary(root: Path, experiment: Experiment, rows: list[dict[str, str]]
         lines.append(f"- paper: {experiment.paper}")
     lines += [f"- {note}" for note in experiment.notes]
     lines += _generator_lines(experiment)
+    from fl_privacy.experiments.stat_tables import (
+        cell_stats_lines,
+        comparison_lines,
+        comparison_rows,
+        write_comparisons_csv,
+    )
+
     for i, table in enumerate(experiment.tables):
         title = table.title or ("Results" if len(experiment.tables) == 1 else f"Table {i + 1}")
-        lines += ["", f"## {title}", ""] + render_table(experiment, table, recs)
+        lines += ["", f"## {title}", ""] + render_table(experiment, table, recs) + cell_stats_lines(table, recs)
+    compared = comparison_rows(experiment, recs)
+    lines += comparison_lines(experiment, compared)
+    write_comparisons_csv(root, compared)
     figures = [p for f in experiment.figures for p in plot_figure(experiment, f, recs, root)] if recs else []
     if figures:
         lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]
