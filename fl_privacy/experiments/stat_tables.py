@@ -58,6 +58,8 @@ def comparison_rows(experiment: Experiment, recs: list[Record]) -> list[dict[str
             continue
         spec = comparison.spec
         fixed = tuple(k for k in experiment.axis_keys if k not in comparison.keys)
+        if experiment.per_round:
+            fixed += ("round",)  # per-round rows: one paired test per round (pairs: the seeds)
         for combo, members in (_group(recs, fixed) if fixed else {(): recs}).items():
             base = _pairs(members, comparison.baseline, spec.metric)
             treat = _pairs(members, comparison.treatment, spec.metric)
