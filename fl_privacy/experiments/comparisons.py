@@ -108,10 +108,21 @@ def check_paired(comparisons: list[Comparison], points: list[Any], show: Any) ->
                 raise ConfigError(f"{where} attack different victims ({_victims(base)} vs {_victims(treat)}): a paired "
                                   f"comparison needs the same victims in both cells (fix victims.group instead of "
                                   f"'auto', or compare settings that use the same images)")
-            base_data = {(c.data.dataset, c.data.path) for c in base.configs.values()}
-            if base_data != {(c.data.dataset, c.data.path) for c in treat.configs.values()}:
+            if not _same_data(base, treat):
                 raise ConfigError(f"{where} use different datasets: the same victim indices are different images, "
                                   f"so the comparison is not paired")
+
+
+def _same_data(base: Any, treat: Any) -> bool:
+    """The same dataset (or the same bundled photographs at another size: the same images, resized)."""
+    from fl_privacy.data.skimage_data import same_content
+
+    a = {(c.data.dataset, c.data.path) for c in base.configs.values()}
+    b = {(c.data.dataset, c.data.path) for c in treat.configs.values()}
+    if a == b:
+        return True
+    return len(a) == len(b) == 1 and next(iter(a))[1] is None and next(iter(b))[1] is None and \
+        same_content(next(iter(a))[0], next(iter(b))[0])
 
 
 def _victims(point: Any) -> str:
