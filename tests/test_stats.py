@@ -40,6 +40,7 @@ def test_cell_stats_equal_scipy():
 
 def test_cell_stats_small_and_degenerate():
     assert cell_stats([0.3]).ci_low is None and cell_stats([0.3]).n == 1
+    assert cell_stats([0.3, 0.5]).ci_low is None  # two values span no 95% interval
     assert bootstrap_ci(np.array([0.2, 0.2, 0.2])) == (0.2, 0.2)
     assert cell_stats([]).n == 0
     assert cell_stats([0.1, float("nan"), 0.3]).n == 2  # non-finite values do not count

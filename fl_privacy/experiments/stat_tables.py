@@ -27,7 +27,8 @@ def cell_stats_lines(table: TableSpec, recs: list[Record]) -> list[str]:
     groups = _group(recs, keys)
     if not groups or max(len(g) for g in groups.values()) < 2:
         return []
-    lines = ["", "Cell statistics (95% CI: BCa bootstrap of the mean, scipy, seed 0):", "",
+    lines = ["", "Cell statistics (95% CI: BCa bootstrap of the mean, scipy, seed 0; none below n = 3, and too narrow "
+                 "at small n):", "",
              "| " + " | ".join(["metric", *keys, "n", "mean", "median", "95% CI"]) + " |",
              "|" + "---|" * (len(keys) + 5)]
     for metric in table.metrics:

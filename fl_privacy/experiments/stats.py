@@ -29,11 +29,13 @@ CLAIMS: tuple[str, ...] = ("higher", "lower", "equal")
 BOOTSTRAP_SEED = 0
 """Seed of every bootstrap here: the same results give the same intervals."""
 BOOTSTRAP_RESAMPLES = 9999
+MIN_BOOTSTRAP_N = 3
+"""Fewer values give no interval: resampling 2 values only spans them, which is not a 95% interval."""
 
 
 @dataclass(frozen=True)
 class CellStats:
-    """n, mean, median and the bootstrap CI of the mean (None below 2 values) of one table cell."""
+    """n, mean, median and the bootstrap CI of the mean (None below ``MIN_BOOTSTRAP_N`` values) of one table cell."""
 
     n: int
     mean: float
@@ -61,12 +63,13 @@ class PairedComparison:
 
 def bootstrap_ci(values: np.ndarray, confidence: float = 0.95, seed: int = BOOTSTRAP_SEED,
                  n_resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float] | None:
-    """BCa bootstrap CI of the mean (scipy); None for fewer than 2 values, the point itself when all are equal.
+    """BCa bootstrap CI of the mean (scipy); None below ``MIN_BOOTSTRAP_N`` values, the point itself when all are
+    equal. Bootstrap intervals are too narrow at small n (they cover less than 95%): read n next to them.
 
     BCa is undefined when every resample has the same mean spread pattern (degenerate data); then the
     percentile interval is used instead."""
     x = np.asarray(values, dtype=np.float64)
-    if x.size < 2:
+    if x.size < MIN_BOOTSTRAP_N:
         return None
     if np.all(x == x[0]):
         return float(x[0]), float(x[0])
