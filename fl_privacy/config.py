@@ -40,7 +40,8 @@ def _none_if_empty(value: Any) -> Any:
     return None if value == "" else value
 
 
-DatasetName = Literal["cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder", "npz"]
+DatasetName = Literal["cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder", "npz",
+                      "skimage_photos_32", "skimage_photos_64", "skimage_photos_128", "skimage_photos_256", "lfw_faces"]
 
 
 class DataConfig(_Section):

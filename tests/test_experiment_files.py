@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fl_privacy.data.skimage_data import DATASETS as SKIMAGE_DATASETS
 from fl_privacy.experiments import load_experiment, run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +33,8 @@ NO_SMOKE = {"example_quick.yaml"}
 
 DATA_FILES = {"cifar10": "cifar10-jpeg.tar.gz", "mnist": "mnist-subset.npz"}
 """Offline copies in $FL_PRIVACY_DATA_DIR (tests/conftest.py's needs_cifar / needs_mnist)."""
+BUNDLED_DATASETS = set(SKIMAGE_DATASETS)
+"""Datasets shipped inside scikit-image: always available."""
 
 
 def _profiles(path: Path) -> list[str]:
@@ -56,6 +59,8 @@ def _skip_without_data(path: Path, profile: str) -> None:
     root = Path(os.environ.get("FL_PRIVACY_DATA_DIR", "/nonexistent"))
     datasets = {c.data.dataset for p in experiment.points for c in p.configs.values()}
     for dataset in sorted(datasets):
+        if dataset in BUNDLED_DATASETS:
+            continue
         name = DATA_FILES.get(dataset)
         if name is None:
             pytest.skip(f"{path.name} [{profile}]: dataset {dataset} has no offline copy the tests know of")

@@ -22,7 +22,7 @@ from fl_privacy.data import ImageData
 from fl_privacy.recording import RecordedUpdate
 from fl_privacy.reporting.images import save_comparison_grid, save_trace
 
-ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc")
+ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc", "ssim_uniform7_mean")
 
 
 def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = ()):  # noqa: ANN201
@@ -125,7 +125,7 @@ def attack_update(
         "images": len(truth.indices),
         **{k: scores.get(k) for k in ATTACK_METRICS},
         "lpips": "unavailable" if lpips_metric is None else "alex",
-        "psnr": scores["psnr"], "ssim": scores["ssim"],
+        "psnr": scores["psnr"], "ssim": scores["ssim"], "ssim_window": scores["ssim_window"],
         "labels_true": truth.labels.tolist(), "labels_used": result.labels.cpu().tolist(),
         "objective": result.objective, "iterations": result.iterations,
         "seconds": time.time() - started, "seconds_per_iteration": result.seconds_per_iteration,

@@ -125,12 +125,25 @@ def _load_cached(name: str, split: str, root: str, download: bool, path: str | N
         if not source.exists():
             raise DatasetNotFound(f"data.path '{path}' does not exist (looked at {source.resolve()})")
         return _load_local(name, split, source.resolve())
+    if name.startswith("skimage_photos_") or name == "lfw_faces":
+        return _load_skimage(name, split)
     local = root_path / LOCAL_FILES.get(name, "\0")
     if name in LOCAL_FILES and local.exists():
         return _load_local(name, split, local)
     if name in _TORCHVISION:
         return _load_torchvision(name, split, root_path, download)
-    raise ValueError(f"unknown dataset '{name}' (choices: cifar10, cifar100, mnist, fashion_mnist, imagefolder, npz)")
+    raise ValueError(f"unknown dataset '{name}' (choices: cifar10, cifar100, mnist, fashion_mnist, imagefolder, npz, "
+                     f"skimage_photos_32/64/128/256, lfw_faces)")
+
+
+def _load_skimage(name: str, split: str) -> ImageData:
+    """Photographs / face crops bundled with scikit-image (see ``fl_privacy.data.skimage_data``)."""
+    from fl_privacy.data import skimage_data
+
+    images, labels, classes = skimage_data.load(name, split)
+    mean, std = _channel_stats(skimage_data.load(name, "train")[0])  # both splits normalized alike
+    return ImageData(name=name, images=images, labels=labels, classes=classes, mean=mean, std=std,
+                     source="scikit-image bundled data")
 
 
 # --------------------------------------------------------------------------- torchvision

@@ -59,7 +59,7 @@ from fl_privacy.config import (
 
 TOP_KEYS = ("experiment", "base")
 EXPERIMENT_KEYS = ("name", "question", "paper", "notes", "mode", "victims", "sweep", "seeds", "table", "figure",
-                   "generators", "profiles")
+                   "generators", "profiles", "comparisons")
 VICTIM_KEYS = ("split", "indices", "group", "count", "clients")
 TABLE_KEYS = ("rows", "columns", "metrics", "title", "stats")
 TABLE_STATS = ("mean", "median")
@@ -75,8 +75,9 @@ MODES = ("attack", "federation")
 DEFAULT_PROFILE = "quick"
 
 ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc", "images", "iterations",
-                  "seconds", "seconds_per_iteration", "objective", "wall_seconds")
-"""Per-victim values of ``attack_once``'s entry (``seconds``: the attack alone; ``wall_seconds``: the whole row)."""
+                  "seconds", "seconds_per_iteration", "objective", "wall_seconds", "ssim_uniform7_mean")
+"""Per-victim values of ``attack_once``'s entry (``seconds``: the attack alone; ``wall_seconds``: the whole row;
+``ssim_mean``: Gaussian 11x11 window, ``ssim_uniform7_mean``: skimage's 7x7 uniform window)."""
 
 FEDERATION_METRICS = ("test_accuracy", "test_loss", "train_loss", "attack_psnr_mean", "attack_ssim_mean",
                       "attack_mse_mean", "attack_lpips_mean", "attack_label_acc", "payload_kib", "compression",
@@ -260,6 +261,8 @@ class Experiment:
     root: Path = Path(".")
     generators: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Generators the experiment trains before its first run (GIA-L's auxiliary knowledge): name -> spec."""
+    comparisons: list[Any] = field(default_factory=list)
+    """The paper's claims as paired comparisons (``fl_privacy.experiments.comparisons.Comparison``)."""
 
     def generator_path(self, name: str) -> Path:
         """Where generator ``name`` is kept: ``DIR/generators/<name>.pt`` (trained once, reused on resume)."""
@@ -322,6 +325,8 @@ class Experiment:
             "overrides": dict(self.overrides),
             "rows_per_round": self.per_round,
             **({"generators": self.generators} if self.generators else {}),
+            **({"comparisons": [c.spec.model_dump(exclude_none=True) for c in self.comparisons]}
+               if self.comparisons else {}),
             "base": self.base,
             "points": [{"id": p.point_id, **{k: show(v) for k, v in p.values.items()}} for p in self.points],
             "fingerprint": self.fingerprint(),
@@ -509,6 +514,11 @@ def load_experiment(
 
     notes = raw.get("notes") or []
     notes = [notes] if isinstance(notes, str) else [str(n) for n in notes]
+    from fl_privacy.experiments.comparisons import check_paired, parse_comparisons, sweep_values
+
+    comparisons = parse_comparisons(raw.get("comparisons"), axes, sweep_values(_mapping(raw.get("sweep"), "sweep"),
+                                    profiles, show), METRICS[mode], show)
+    check_paired(comparisons, points, show)
     units = []
     for point in points:
         for seed in seeds:
@@ -525,6 +535,7 @@ def load_experiment(
         cli_overrides=cli,
         points=points, units=units, per_round=per_round, root=root,
         generators={k: v for k, v in generators.items() if k in used_generators},
+        comparisons=comparisons,
     )
     if check_data:
         preflight(experiment)

@@ -152,7 +152,17 @@ def render_table(experiment: Experiment, table: TableSpec, recs: list[Record]) -
     lines += ["", f"Cells: {what} over {over} ({n} per cell; a single value is shown alone)."]
     if table.columns and len(table.metrics) == 1:
         lines[-1] = f"Metric: `{table.metrics[0]}`. " + lines[-1]
+    lines += ssim_note(table.metrics)
     return lines
+
+
+SSIM_NOTE = ("SSIM (`*ssim_mean`): Gaussian 11x11 window, sigma 1.5, population covariance, data range 1 "
+             "(Wang et al. 2004, as the papers report); `ssim_uniform7_mean`: skimage's 7x7 uniform window.")
+
+
+def ssim_note(metrics: tuple[str, ...] | list[str]) -> list[str]:
+    """A line naming the SSIM window when a table shows SSIM (the two windows give different numbers)."""
+    return ["", SSIM_NOTE] if any("ssim" in m for m in metrics) else []
 
 
 def plot_figure(experiment: Experiment, figure: FigureSpec, recs: list[Record], root: Path) -> list[Path]:
@@ -268,9 +278,19 @@ def write_summary(root: Path, experiment: Experiment, rows: list[dict[str, str]]
         lines.append(f"- paper: {experiment.paper}")
     lines += [f"- {note}" for note in experiment.notes]
     lines += _generator_lines(experiment)
+    from fl_privacy.experiments.stat_tables import (
+        cell_stats_lines,
+        comparison_lines,
+        comparison_rows,
+        write_comparisons_csv,
+    )
+
     for i, table in enumerate(experiment.tables):
         title = table.title or ("Results" if len(experiment.tables) == 1 else f"Table {i + 1}")
-        lines += ["", f"## {title}", ""] + render_table(experiment, table, recs)
+        lines += ["", f"## {title}", ""] + render_table(experiment, table, recs) + cell_stats_lines(table, recs)
+    compared = comparison_rows(experiment, recs)
+    lines += comparison_lines(experiment, compared)
+    write_comparisons_csv(root, compared)
     figures = [p for f in experiment.figures for p in plot_figure(experiment, f, recs, root)] if recs else []
     if figures:
         lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures]

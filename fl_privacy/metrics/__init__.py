@@ -7,6 +7,7 @@ from fl_privacy.metrics.image import (
     psnr,
     score_reconstruction,
     ssim,
+    ssim_uniform7,
 )
 from fl_privacy.metrics.lpips_metric import (
     LpipsMetric,
@@ -25,5 +26,6 @@ __all__ = [
     "psnr",
     "score_reconstruction",
     "ssim",
+    "ssim_uniform7",
     "try_lpips",
 ]

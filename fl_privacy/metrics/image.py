@@ -31,6 +31,7 @@ __all__ = [
     "psnr",
     "score_reconstruction",
     "ssim",
+    "ssim_uniform7",
 ]
 
 _MATCH_COSTS = ("mse", "ssim", "lpips")
@@ -73,9 +74,20 @@ def psnr(recon: Tensor, truth: Tensor, data_range: float = 1.0) -> np.ndarray:
         return 10.0 * np.log10(float(data_range) ** 2 / err)
 
 
-def _ssim_win_size(h: int, w: int) -> int:
-    """skimage's default 7x7 window, shrunk to the largest odd size that fits tiny images."""
-    side = min(h, w, 7)
+SSIM_WINDOWS = ("gaussian11", "uniform7")
+"""``gaussian11``: Wang et al. 2004's 11x11 Gaussian window (sigma 1.5, population covariance), what the
+papers report and the default; ``uniform7``: skimage's default 7x7 uniform window with sample covariance."""
+DEFAULT_SSIM_WINDOW = "gaussian11"
+
+
+def _ssim_win_size(h: int, w: int, window: str = DEFAULT_SSIM_WINDOW) -> int:
+    """The window side (11 Gaussian or 7 uniform), shrunk to the largest odd size that fits tiny images.
+
+    For the Gaussian window skimage's filter stays 11-tap (truncate 3.5, reflected borders); only the
+    border crop shrinks, so 28x28 and 32x32 images are scored exactly as skimage does."""
+    if window not in SSIM_WINDOWS:
+        raise ValueError(f"unknown SSIM window {window!r}; expected one of {SSIM_WINDOWS}")
+    side = min(h, w, 11 if window == "gaussian11" else 7)
     if side % 2 == 0:
         side -= 1
     if side < 3:
@@ -85,8 +97,13 @@ def _ssim_win_size(h: int, w: int) -> int:
     return side
 
 
-def _ssim_pair(a: np.ndarray, b: np.ndarray, win_size: int) -> float:
+def _ssim_pair(a: np.ndarray, b: np.ndarray, win_size: int, window: str = DEFAULT_SSIM_WINDOW) -> float:
     """SSIM of two (H, W, C) float64 images in [0, 1]."""
+    if window == "gaussian11":
+        return float(structural_similarity(
+            a, b, win_size=win_size, data_range=1.0, channel_axis=-1,
+            gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+        ))
     return float(
         structural_similarity(a, b, win_size=win_size, data_range=1.0, channel_axis=-1)
     )
@@ -96,17 +113,24 @@ def _to_hwc(x: Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def ssim(recon: Tensor, truth: Tensor) -> np.ndarray:
-    """Per-image SSIM via skimage (7x7 uniform window, data_range=1, channels averaged).
+def ssim(recon: Tensor, truth: Tensor, window: str = DEFAULT_SSIM_WINDOW) -> np.ndarray:
+    """Per-image SSIM via skimage (data_range=1, channels averaged); 1.0 means identical.
 
-    Works for 28x28 grayscale (MNIST) and 32x32 RGB (CIFAR); 1.0 means identical.
+    Default ``gaussian11``: the 11x11 Gaussian window (sigma 1.5, ``use_sample_covariance=False``) of
+    Wang et al. 2004, which the gradient-inversion papers report; ``uniform7`` is skimage's default
+    7x7 uniform window (see ``ssim_uniform7``).
     """
     r, t = _check_pair(recon, truth)
-    win = _ssim_win_size(*r.shape[-2:])
+    win = _ssim_win_size(*r.shape[-2:], window)
     rn, tn = _to_hwc(r), _to_hwc(t)
     return np.array(
-        [_ssim_pair(rn[i], tn[i], win) for i in range(rn.shape[0])], dtype=np.float64
+        [_ssim_pair(rn[i], tn[i], win, window) for i in range(rn.shape[0])], dtype=np.float64
     )
+
+
+def ssim_uniform7(recon: Tensor, truth: Tensor) -> np.ndarray:
+    """Per-image SSIM with skimage's default 7x7 uniform window (the values this tool reported before)."""
+    return ssim(recon, truth, window="uniform7")
 
 
 def _pairwise_mse(r: Tensor, t: Tensor) -> np.ndarray:
@@ -223,7 +247,8 @@ def score_reconstruction(
 
     Returns plain Python floats/lists (json.dumps-able; note PSNR entries may be
     `inf`, which json writes as `Infinity`):
-    mse/psnr/ssim/lpips per truth image (lpips None without a metric), label_acc
+    mse/psnr/ssim/lpips per truth image (lpips None without a metric; ssim: the Gaussian 11x11
+    window named by ``ssim_window``, ``ssim_uniform7``: skimage's 7x7 uniform one), label_acc
     (matched positions whose labels agree; None without both label sets), perm
     (recon[perm[i]] <-> truth[i]), and means. psnr_mean averages finite values
     only (inf when every image is exact) and psnr_num_inf counts the exact ones.
@@ -233,6 +258,7 @@ def score_reconstruction(
     matched = recon.index_select(0, idx)
 
     m, p, s = mse(matched, truth), psnr(matched, truth), ssim(matched, truth)
+    s7 = ssim_uniform7(matched, truth)
     lp = None if lpips is None else np.asarray(lpips(matched, truth), dtype=np.float64)
 
     label_acc: float | None = None
@@ -252,6 +278,8 @@ def score_reconstruction(
         "mse": [float(v) for v in m],
         "psnr": [float(v) for v in p],
         "ssim": [float(v) for v in s],
+        "ssim_uniform7": [float(v) for v in s7],
+        "ssim_window": DEFAULT_SSIM_WINDOW,
         "lpips": None if lp is None else [float(v) for v in lp],
         "label_acc": label_acc,
         "perm": [int(v) for v in perm],
@@ -260,5 +288,6 @@ def score_reconstruction(
         "psnr_mean": _finite_mean(p),
         "psnr_num_inf": int(np.isposinf(p).sum()),
         "ssim_mean": float(s.mean()),
+        "ssim_uniform7_mean": float(s7.mean()),
         "lpips_mean": None if lp is None else float(lp.mean()),
     }

@@ -1,0 +1,77 @@
+"""Declared comparisons: validation (extra keys, values, paired design) and the summary's statistics sections."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fl_privacy.config import ConfigError
+from fl_privacy.experiments import load_experiment
+from fl_privacy.experiments.tables import write_summary
+from tests.test_experiments import attack_experiment, write
+
+EIGHT = {"split": "test", "indices": list(range(8)), "group": 1, "count": 8}
+CLAIM = {"name": "idlg beats dlg", "baseline": {"attack.name": "dlg"}, "treatment": {"attack.name": "idlg"},
+         "metric": "ssim_mean", "paper_claim": "higher", "paper": "Zhao et al. 2020"}
+
+
+def _load(tmp_path, comparisons, **changes):
+    changes.setdefault("victims", EIGHT)
+    return load_experiment(write(tmp_path, attack_experiment(comparisons=comparisons, **changes)), check_data=False)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"colour": "red"}, r"colour: Extra inputs are not permitted"),
+    ({"paper_claim": "better"}, r"paper_claim: Input should be 'higher', 'lower' or 'equal'"),
+    ({"metric": "ssim"}, r"unknown metric 'ssim'"),
+    ({"treatment": {"attack.nam": "idlg"}}, r"must name the same swept keys"),
+    ({"treatment": {"attack.name": "idlgg"}}, r"'idlgg' is not a value of the sweep"),
+    ({"treatment": {"attack.name": "dlg"}}, r"the same cell"),
+    ({"paper_claim": "equal"}, r"needs a margin"),
+])
+def test_comparison_validation_names_the_problem(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message):
+        _load(tmp_path, [{**CLAIM, **change}])
+
+
+def test_unpaired_comparison_is_refused(tmp_path):
+    """group auto over batch sizes gives each batch size other victims: not a paired comparison."""
+    claim = {**CLAIM, "baseline": {"training.batch_size": 1}, "treatment": {"training.batch_size": 2}}
+    with pytest.raises(ConfigError, match="attack different victims.*paired"):
+        _load(tmp_path, [claim], sweep={"training.batch_size": [1, 2]},
+              victims={"split": "test", "indices": list(range(8)), "group": "auto", "count": 2},
+              table={"rows": "training.batch_size", "metrics": ["ssim_mean"]}, figure=None)
+
+
+def test_comparison_inactive_when_profile_drops_a_cell(tmp_path):
+    profiles = {"quick": {"sweep": {"attack.name": ["dlg"]}}, "full": {}}
+    experiment = _load(tmp_path, [CLAIM], profiles=profiles)
+    assert not experiment.comparisons[0].active
+
+
+def test_summary_has_cell_statistics_and_paired_comparisons(tmp_path):
+    experiment = _load(tmp_path, [CLAIM])
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.1, 0.4, 8)
+    treat = base + rng.uniform(0.05, 0.15, 8)
+    by_name = {p.values["attack.name"]: p for p in experiment.points}
+    rows = []
+    for name, values in (("dlg", base), ("idlg", treat)):
+        for unit in (u for u in experiment.units if u.point is by_name[name]):
+            rows.append({"row_id": unit.row_id, "point_id": unit.point.point_id, "seed": "0",
+                         "victim": str(unit.victim.index), "ssim_mean": repr(float(values[unit.victim.index])),
+                         "psnr_mean": "12.0"})
+    root = tmp_path / "out"
+    root.mkdir()
+    summary = write_summary(root, experiment, rows, elapsed=1.0, command="cmd", status="finished").read_text()
+    assert "Cell statistics" in summary and "95% CI" in summary
+    assert "Gaussian 11x11 window" in summary
+    assert "## Paired comparisons" in summary and "**supported**" in summary
+    with (root / "comparisons.csv").open(newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["n"] == "8" and row["verdict"] == "supported"
+    assert float(row["wilcoxon_p"]) == pytest.approx(stats.wilcoxon(treat - base).pvalue)
+    assert float(row["mean_difference"]) == pytest.approx((treat - base).mean())
