@@ -70,7 +70,8 @@ class DataConfig(_Section):
         return self
 
 
-ModelName = Literal["lenet", "convnet", "resnet18", "resnet34", "small_cnn", "googlenet"]
+ModelName = Literal["lenet", "convnet", "resnet18", "resnet34", "small_cnn", "googlenet", "densenet43", "densenet53",
+                    "mlp"]
 
 
 class ModelConfig(_Section):
@@ -87,9 +88,13 @@ class ModelConfig(_Section):
     batchnorm: bool | None = None
     cut_skips: list[int] | None = None
     dlg_init: bool | None = None
+    growth_rate: int | None = Field(default=None, ge=1, description="DenseNet: channels each layer adds.")
+    connections: Literal["dense", "shortnet1", "shortnet2"] | None = Field(
+        default=None, description="DenseNet skip connections: dense, or the SoK Fig. 14 reductions (Ju et al. 2022).")
 
     _empty = field_validator(
         "width", "bias", "activation", "dropout", "maxpool", "kernel_size", "padding", "batchnorm", "dlg_init",
+        "growth_rate", "connections",
         mode="before",
     )(_none_if_empty)
 
