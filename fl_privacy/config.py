@@ -147,6 +147,17 @@ class ThreatConfig(_Section):
     schedule: bool = Field(default=False, description="Client training details: lr, mini-batch partition and "
                            "order (the known batch schedule of FedAvg).")
     bn_statistics: bool = Field(default=False, description="The victim batch's BatchNorm statistics.")
+    observes: Literal["update", "aggregate"] = Field(
+        default="update", description="update: each victim's own update; aggregate (secure aggregation): only "
+        "the round's aggregate of all clients' updates, and how many clients and examples it holds.")
+
+    @model_validator(mode="after")
+    def _aggregate_knows_less(self) -> ThreatConfig:
+        if self.observes == "aggregate" and (self.schedule or self.bn_statistics):
+            raise ValueError("attack.threat.observes 'aggregate' (secure aggregation) hides every single client's "
+                             "batch schedule and BatchNorm statistics: set attack.threat.schedule and "
+                             "attack.threat.bn_statistics to false")
+        return self
 
 
 class GIAOptions(_Section):
