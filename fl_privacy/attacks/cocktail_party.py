@@ -30,7 +30,6 @@ import torch
 from fl_privacy.attacks.threat import Observation
 
 
-
 @dataclass(frozen=True)
 class CocktailPartyConfig:
     """What the attack does (``attack.gia.iterations`` overrides ``iterations``)."""

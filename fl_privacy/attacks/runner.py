@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fl_privacy.attacks.cocktail_party import CocktailPartyConfig
 from fl_privacy.attacks.observe import VictimTruth, observe
 from fl_privacy.config import ConfigError, ExperimentConfig
 from fl_privacy.data import ImageData
@@ -61,9 +62,8 @@ def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = (
     return cfg
 
 
-def cocktail_party_config(config: ExperimentConfig):  # noqa: ANN201
+def cocktail_party_config(config: ExperimentConfig) -> CocktailPartyConfig:
     """The Cocktail Party Attack's settings; it needs a first fully connected layer (model.name mlp)."""
-    from fl_privacy.attacks.cocktail_party import CocktailPartyConfig
 
     if config.model.name != "mlp":
         raise ConfigError(f"attack 'cocktail_party' unmixes the gradient of a first fully connected layer; "
