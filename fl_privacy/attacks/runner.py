@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fl_privacy.attacks.cocktail_party import CocktailPartyConfig
+from fl_privacy.attacks.cocktail_party import CocktailPartyConfig, cocktail_party, matched_correlation
 from fl_privacy.attacks.observe import VictimTruth, observe
 from fl_privacy.config import ConfigError, ExperimentConfig
 from fl_privacy.data import ImageData
@@ -64,7 +64,6 @@ def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = (
 
 def cocktail_party_config(config: ExperimentConfig) -> CocktailPartyConfig:
     """The Cocktail Party Attack's settings; it needs a first fully connected layer (model.name mlp)."""
-
     if config.model.name != "mlp":
         raise ConfigError(f"attack 'cocktail_party' unmixes the gradient of a first fully connected layer; "
                           f"model '{config.model.name}' starts with a convolution: use model.name mlp")
@@ -93,8 +92,6 @@ def _reconstruct(obs, cfg, config: ExperimentConfig, device):  # noqa: ANN001, A
     from fl_privacy.attacks import GIA_L_NAMES
 
     if config.attack.name == "cocktail_party":
-        from fl_privacy.attacks.cocktail_party import cocktail_party
-
         try:
             return cocktail_party(obs, cfg)
         except ValueError as err:
@@ -165,6 +162,4 @@ def attack_update(
 def _matched_correlation(recon: torch.Tensor, originals: torch.Tensor) -> float:
     """Mean |Pearson correlation| after optimal matching: blind to sign, scale and offset (the Cocktail Party
     Attack's evaluation; for other attacks a second, scale-free view of the same reconstructions)."""
-    from fl_privacy.attacks.cocktail_party import matched_correlation
-
     return float(np.mean(matched_correlation(recon, originals)[0]))
