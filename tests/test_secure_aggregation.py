@@ -109,6 +109,12 @@ def test_aggregate_observation_holds_only_the_weighted_mean(tmp_path) -> None:
     name = "features.fc.weight"
     torch.testing.assert_close(recorded.update[name], sum(s[name] for s in singles) / 3, atol=1e-6, rtol=0)
     assert all(not torch.allclose(recorded.update[name], s[name]) for s in singles)
+    # FedSGD, equal batches, no BatchNorm: the aggregate is the gradient of one batch of all 6 images
+    model = setup.new_model()
+    model.load_state_dict(recorded.global_state)
+    union = np.concatenate([victim_steps(setup, 1, pid)[0] for pid in range(3)])
+    big_batch = local_update(model, setup.train, [union], config.training).shared
+    torch.testing.assert_close(recorded.update[name], big_batch[name], atol=1e-6, rtol=1e-5)
 
     truth = json.loads(run.ground_truth_path(1, AGGREGATE_ID).read_text())
     assert truth["partitions"] == [0, 1, 2] and len(truth["labels"]) == 3
