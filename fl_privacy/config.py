@@ -71,7 +71,8 @@ class DataConfig(_Section):
         return self
 
 
-ModelName = Literal["lenet", "convnet", "resnet18", "resnet34", "small_cnn", "googlenet"]
+ModelName = Literal["lenet", "convnet", "resnet18", "resnet34", "small_cnn", "googlenet", "densenet43", "densenet53",
+                    "mlp"]
 
 
 class ModelConfig(_Section):
@@ -88,9 +89,13 @@ class ModelConfig(_Section):
     batchnorm: bool | None = None
     cut_skips: list[int] | None = None
     dlg_init: bool | None = None
+    growth_rate: int | None = Field(default=None, ge=1, description="DenseNet: channels each layer adds.")
+    connections: Literal["dense", "shortnet1", "shortnet2"] | None = Field(
+        default=None, description="DenseNet skip connections: dense, or the SoK Fig. 14 reductions (Ju et al. 2022).")
 
     _empty = field_validator(
         "width", "bias", "activation", "dropout", "maxpool", "kernel_size", "padding", "batchnorm", "dlg_init",
+        "growth_rate", "connections",
         mode="before",
     )(_none_if_empty)
 
@@ -174,6 +179,17 @@ class ThreatConfig(_Section):
     schedule: bool = Field(default=False, description="Client training details: lr, mini-batch partition and "
                            "order (the known batch schedule of FedAvg).")
     bn_statistics: bool = Field(default=False, description="The victim batch's BatchNorm statistics.")
+    observes: Literal["update", "aggregate"] = Field(
+        default="update", description="update: each victim's own update; aggregate (secure aggregation): only "
+        "the round's aggregate of all clients' updates, and how many clients and examples it holds.")
+
+    @model_validator(mode="after")
+    def _aggregate_knows_less(self) -> ThreatConfig:
+        if self.observes == "aggregate" and (self.schedule or self.bn_statistics):
+            raise ValueError("attack.threat.observes 'aggregate' (secure aggregation) hides every single client's "
+                             "batch schedule and BatchNorm statistics: set attack.threat.schedule and "
+                             "attack.threat.bn_statistics to false")
+        return self
 
 
 class GIAOptions(_Section):

@@ -73,6 +73,20 @@ class RecordedUpdate:
         )
 
 
+AGGREGATE_ID = -1
+"""``partition_id`` of a round's aggregate (secure-aggregation threat level): no single client's."""
+
+
+def aggregate_update(
+    config: ExperimentConfig, server_round: int, sent: Tensors, mean: Tensors, param_names: list[str],
+    num_examples: int, partitions: list[int],
+) -> RecordedUpdate:
+    """The server's view under secure aggregation: the round's weighted mean update, its size and who took part."""
+    recorded = RecordedUpdate.from_reply(config, server_round, AGGREGATE_ID, sent, mean, param_names, num_examples)
+    recorded.metadata["aggregated_partitions"] = sorted(partitions)
+    return recorded
+
+
 AttackHook = Callable[[RecordedUpdate], "dict[str, Any] | None"]
 GroundTruthFn = Callable[[int, int], dict[str, Any]]
 
@@ -93,11 +107,26 @@ class UpdateRecorder:
         self._chosen: set[int] = set()
 
     def wants(self, server_round: int, partition_id: int) -> bool:
-        """Could this reply be a victim of this round? (None outside ``attack.rounds``.)"""
+        """Could this reply be a victim of this round? (None outside ``attack.rounds``; never under secure
+        aggregation, where the server sees no single client's update.)"""
         cfg = self.config.attack
-        if server_round not in cfg.rounds or not cfg.record_updates:
+        if server_round not in cfg.rounds or not cfg.record_updates or cfg.threat.observes == "aggregate":
             return False
         return cfg.victim_ids is None or partition_id in cfg.victim_ids
+
+    def wants_aggregate(self, server_round: int) -> bool:
+        """Secure-aggregation level: record this round's aggregate (and nothing else)?"""
+        cfg = self.config.attack
+        return cfg.threat.observes == "aggregate" and cfg.record_updates and server_round in cfg.rounds
+
+    def _ground_truth(self, recorded: RecordedUpdate) -> dict[str, Any]:
+        """The evaluator's truth of one update; of an aggregate: every participant's, in partition order."""
+        r, parts = recorded.server_round, recorded.metadata.get("aggregated_partitions")
+        if parts is None:
+            return self.ground_truth(r, recorded.partition_id)
+        each = [self.ground_truth(r, p) for p in parts]
+        return {"round": r, "partition_id": recorded.partition_id, "partitions": parts,
+                "steps": [s for e in each for s in e["steps"]], "labels": [lab for e in each for lab in e["labels"]]}
 
     def keep_lowest(self, server_round: int, candidates: dict[int, Any]) -> dict[int, Any]:
         """With ``attack.victims = k`` (no explicit ids), keep the k lowest partition ids seen so far."""
@@ -110,7 +139,8 @@ class UpdateRecorder:
         """Store one victim's update and its ground truth; run the attack hook on it."""
         r, pid = recorded.server_round, recorded.partition_id
         recorded.save(self.run.update_path(r, pid))
-        self.run.write_json(str(self.run.ground_truth_path(r, pid).relative_to(self.run.root)), self.ground_truth(r, pid))
+        self.run.write_json(str(self.run.ground_truth_path(r, pid).relative_to(self.run.root)),
+                            self._ground_truth(recorded))
         entry: dict[str, Any] = {"round": r, "partition_id": pid, "num_examples": recorded.num_examples,
                                  "update_file": str(self.run.update_path(r, pid).relative_to(self.run.root))}
         if self.attack is not None:

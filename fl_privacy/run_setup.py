@@ -76,6 +76,24 @@ def images_per_update(config: ExperimentConfig, partition_size: int) -> int:
     return partition_size
 
 
+def _check_aggregate_size(config: ExperimentConfig, partitions: tuple[np.ndarray, ...]) -> None:
+    """Secure aggregation: the attack faces every participant's images at once (K clients x B images)."""
+    fed = config.federation
+    count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
+    total = sum(sorted((images_per_update(config, len(p)) for p in partitions), reverse=True)[:count])
+    if total > config.attack.max_images:
+        raise ConfigError(f"under secure aggregation the attack faces all {count} clients' images at once ({total}), "
+                          f"more than attack.max_images={config.attack.max_images}: lower federation.num_clients, "
+                          f"training.batch_size or data.samples_per_client, or raise attack.max_images")
+    if config.attack.name == "cocktail_party":
+        from fl_privacy.models import model_options
+
+        units = config.model.width or model_options(config.model.name).get("width", 0)
+        if total > units:
+            raise ConfigError(f"the Cocktail Party Attack unmixes at most model.width={units} images from the first "
+                              f"layer, the aggregate holds {total}: raise model.width or lower the clients/batch")
+
+
 def _check_attack_size(config: ExperimentConfig, partitions: tuple[np.ndarray, ...]) -> None:
     """An attack on thousands of images would run for days: refuse before round 1."""
     if config.attack.name == "none":
@@ -89,6 +107,9 @@ def _check_attack_size(config: ExperimentConfig, partitions: tuple[np.ndarray, .
                           f"attack.gia.label_method=llg+ or probe_images 1")
     if probe > config.attack.max_images:
         raise ConfigError(f"attack.probe_images={probe} is more than attack.max_images={config.attack.max_images}")
+    if config.attack.threat.observes == "aggregate":
+        _check_aggregate_size(config, partitions)
+        return
     victims = config.attack.victim_ids if config.attack.victim_ids is not None else \
         range(len(partitions)) if config.attack.victims else []
     if not victims:

@@ -24,7 +24,7 @@ from fl_privacy.config import ExperimentConfig
 from fl_privacy.defenses import dense_bytes
 from fl_privacy.dp.guarantee import client_sampling, release_policy
 from fl_privacy.dp.release import central_stage, client_pipeline
-from fl_privacy.recording import RecordedUpdate, UpdateRecorder, public_num_examples
+from fl_privacy.recording import RecordedUpdate, UpdateRecorder, aggregate_update, public_num_examples
 from fl_privacy.training import apply_gradient
 
 Tensors = dict[str, torch.Tensor]
@@ -175,7 +175,11 @@ class CuriousFedAvg(FedAvg):
                 self.config, server_round, pid, self._sent, received, self.param_names, weight))
             for pid, (received, weight) in sorted(candidates.items())
         ]
-        aggregated = self._server_step(mean.result(), len(pids), server_round)
+        mean_state = mean.result()
+        if self.recorder.wants_aggregate(server_round):  # secure aggregation: the mean is all the server sees
+            recorded.append(self.recorder.record(aggregate_update(
+                self.config, server_round, self._sent, mean_state, self.param_names, int(mean.total), pids)))
+        aggregated = self._server_step(mean_state, len(pids), server_round)
         if self.config.training.algorithm == "fedsgd":  # clients sent gradients: the server takes the SGD step
             aggregated = {**apply_gradient(self._sent, aggregated, self.config.training.lr),
                           **{k: v for k, v in aggregated.items() if k not in self.param_names}}

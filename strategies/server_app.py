@@ -136,7 +136,8 @@ def _victim_hook(setup: RunSetup, test: ImageData, run: RunDirectory, device: to
             log(INFO, "fl-privacy: LPIPS unavailable (no pretrained backbone weights here): reported as unavailable")
 
     def hook(recorded: RecordedUpdate) -> dict[str, Any]:
-        steps = victim_steps(setup, recorded.server_round, recorded.partition_id)
+        parts = recorded.metadata.get("aggregated_partitions") or [recorded.partition_id]  # an aggregate: all
+        steps = [s for p in parts for s in victim_steps(setup, recorded.server_round, p)]
         truth = VictimTruth.from_steps(setup.train, steps, config.data.normalize)
         outcome: dict[str, Any] = {}
         if config.attack.name != "none":
@@ -157,7 +158,7 @@ def _victim_hook(setup: RunSetup, test: ImageData, run: RunDirectory, device: to
 def _attack_means(victims: list[dict[str, Any]]) -> dict[str, float]:
     """Per-round means of the attack metrics over the round's victims (``attack_psnr_mean``, ...)."""
     out = {}
-    for key in ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc"):
+    for key in ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc", "corr_mean"):
         values = [v[key] for v in victims if isinstance(v.get(key), (int, float)) and np.isfinite(v[key])]
         if values:
             out[f"attack_{key}"] = float(np.mean(values))

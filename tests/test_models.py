@@ -21,6 +21,9 @@ NARROW: dict[str, dict[str, object]] = {
     "resnet34": {"width": 8},
     "small_cnn": {"width": 8},
     "googlenet": {"width": 8},
+    "densenet43": {"width": 8, "growth_rate": 4},
+    "densenet53": {"width": 8, "growth_rate": 4},
+    "mlp": {"width": 8},
 }
 
 
@@ -52,7 +55,8 @@ def of_type(model: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
 
 
 def test_model_names() -> None:
-    assert MODEL_NAMES == ("lenet", "convnet", "resnet18", "resnet34", "small_cnn", "googlenet")
+    assert MODEL_NAMES == ("lenet", "convnet", "resnet18", "resnet34", "small_cnn", "googlenet", "densenet43",
+                           "densenet53", "mlp")
 
 
 @pytest.mark.parametrize("shape", [CIFAR, MNIST], ids=["cifar", "mnist"])

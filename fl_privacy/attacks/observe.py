@@ -96,4 +96,11 @@ def observe(
         labels=truth.labels.clone() if threat.labels else None,
         schedule=schedule,
         bn_statistics=bn,
+        aggregated_clients=_aggregated_clients(recorded),
     )
+
+
+def _aggregated_clients(recorded: RecordedUpdate) -> int | None:
+    """How many clients' updates ``recorded`` sums (secure-aggregation level), None for one client's update."""
+    parts = recorded.metadata.get("aggregated_partitions")
+    return None if parts is None else len(parts)

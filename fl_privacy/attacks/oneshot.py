@@ -56,6 +56,9 @@ def attack_once(
     model's state dict, e.g. the federation's model after round ``round_number - 1``)."""
     if config.attack.name == "none":
         raise ConfigError("attack.name is 'none': choose an attack (e.g. inverting_gradients) to run one")
+    if config.attack.threat.observes == "aggregate":
+        raise ConfigError("attack.threat.observes 'aggregate' attacks a round's secure aggregate of several clients: "
+                          "run a federation (fl-privacy run, or an experiment with mode: federation)")
     data, steps, pid = victim_data(config, client, split, indices)
     count = len(np.unique(np.concatenate(steps)))
     if count > config.attack.max_images:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fl_privacy.attacks.cocktail_party import CocktailPartyConfig, cocktail_party, matched_correlation
 from fl_privacy.attacks.observe import VictimTruth, observe
 from fl_privacy.config import ConfigError, ExperimentConfig
 from fl_privacy.data import ImageData
@@ -23,6 +24,7 @@ from fl_privacy.recording import RecordedUpdate
 from fl_privacy.reporting.images import save_comparison_grid, save_trace
 
 ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc", "ssim_uniform7_mean")
+"""Scored for every attack; ``corr_mean`` (sign/scale-free) is added next to them."""
 
 
 def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = ()):  # noqa: ANN201
@@ -38,6 +40,8 @@ def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = (
     from fl_privacy.attacks.gia import preset
     from fl_privacy.attacks.gia.latent import latent_preset
 
+    if config.attack.name == "cocktail_party":
+        return cocktail_party_config(config)
     build = latent_preset if config.attack.name in GIA_L_NAMES else preset
     overrides = {"model_mode": config.training.model_mode, **config.attack.gia.overrides()}  # the announced procedure
     threat = config.attack.threat
@@ -58,6 +62,15 @@ def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = (
     return cfg
 
 
+def cocktail_party_config(config: ExperimentConfig) -> CocktailPartyConfig:
+    """The Cocktail Party Attack's settings; it needs a first fully connected layer (model.name mlp)."""
+    if config.model.name != "mlp":
+        raise ConfigError(f"attack 'cocktail_party' unmixes the gradient of a first fully connected layer; "
+                          f"model '{config.model.name}' starts with a convolution: use model.name mlp")
+    iterations = config.attack.gia.iterations
+    return CocktailPartyConfig(seed=config.seed, **({"iterations": iterations} if iterations else {}))
+
+
 def _check_generator(config: ExperimentConfig, pending: Collection[str] = ()) -> None:
     path = config.attack.generator
     if not path:
@@ -75,8 +88,14 @@ def _generator(path: str, device: str):  # noqa: ANN202
 
 
 def _reconstruct(obs, cfg, config: ExperimentConfig, device):  # noqa: ANN001, ANN202
-    """GIA-O or GIA-L, as ``attack.name`` says."""
+    """GIA-O, GIA-L or the Cocktail Party Attack, as ``attack.name`` says."""
     from fl_privacy.attacks import GIA_L_NAMES
+
+    if config.attack.name == "cocktail_party":
+        try:
+            return cocktail_party(obs, cfg)
+        except ValueError as err:
+            raise ConfigError(f"attack cocktail_party: {err}") from None
 
     if config.attack.name in GIA_L_NAMES:
         from fl_privacy.attacks.gia.latent import reconstruct_latent
@@ -114,12 +133,15 @@ def attack_update(
     originals = obs.to_pixels(truth.images.cpu())
     scores = score_reconstruction(recon, originals, lpips=lpips_metric)
     # labels come out as a multiset (inferred counts, or given): compare without the pixel matching
-    scores["label_acc"] = label_accuracy(result.labels.cpu(), truth.labels.cpu(), ordered=False)
+    scores["label_acc"] = (label_accuracy(result.labels.cpu(), truth.labels.cpu(), ordered=False)
+                           if result.labels.numel() else None)
     perm = np.asarray(scores["perm"])
-    stem = f"round_{recorded.server_round:03d}_client_{recorded.partition_id:04d}"
+    corr = _matched_correlation(recon, originals)
+    who = "aggregate" if recorded.partition_id < 0 else f"client_{recorded.partition_id:04d}"
+    stem = f"round_{recorded.server_round:03d}_{who}"
     captions = [f"{p:.1f} dB" for p in scores["psnr"]]
     grid = save_comparison_grid(originals, recon[perm], out_dir / f"{stem}.png", captions)
-    trace = save_trace(result.trace, out_dir / f"{stem}_trace.png")
+    trace = save_trace(result.trace, out_dir / f"{stem}_trace.png") if len(result.trace) else None
     return {
         "attack": config.attack.name,
         "images": len(truth.indices),
@@ -131,5 +153,13 @@ def attack_update(
         "seconds": time.time() - started, "seconds_per_iteration": result.seconds_per_iteration,
         "restarts": len(result.restart_objectives),
         "notes": list(getattr(result, "notes", []) or []),
-        "grid": str(grid.relative_to(out_dir.parent)), "trace": str(trace.relative_to(out_dir.parent)),
+        "corr_mean": corr, "aggregated_clients": obs.aggregated_clients,
+        "grid": str(grid.relative_to(out_dir.parent)),
+        "trace": None if trace is None else str(trace.relative_to(out_dir.parent)),
     }
+
+
+def _matched_correlation(recon: torch.Tensor, originals: torch.Tensor) -> float:
+    """Mean |Pearson correlation| after optimal matching: blind to sign, scale and offset (the Cocktail Party
+    Attack's evaluation; for other attacks a second, scale-free view of the same reconstructions)."""
+    return float(np.mean(matched_correlation(recon, originals)[0]))

@@ -69,6 +69,9 @@ class Observation:
     """Granted only at the known-batch-schedule level."""
     bn_statistics: list[tuple[torch.Tensor, torch.Tensor]] | None = None
     """Per BatchNorm layer (mean, var) of the victim's batch; a strong level, granted explicitly."""
+    aggregated_clients: int | None = None
+    """Secure-aggregation level: ``update`` is the round's weighted mean over this many clients' updates
+    (``num_examples`` is their total); None: ``update`` is one client's own."""
     extra: dict[str, object] = field(default_factory=dict)
 
     def pixel_box(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

@@ -232,7 +232,7 @@ def _final_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
         if values:
             out[key] = values[-1]
     victims = [v for r in records for v in r.get("victims") or []]
-    for key in ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc"):
+    for key in ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc", "corr_mean"):
         values = [v[key] for v in victims if isinstance(v.get(key), (int, float)) and math.isfinite(v[key])]
         if values:
             out[f"attack_{key}"] = sum(values) / len(values)

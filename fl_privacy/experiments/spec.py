@@ -75,7 +75,8 @@ MODES = ("attack", "federation")
 DEFAULT_PROFILE = "quick"
 
 ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc", "images", "iterations",
-                  "seconds", "seconds_per_iteration", "objective", "wall_seconds", "ssim_uniform7_mean")
+                  "seconds", "seconds_per_iteration", "objective", "wall_seconds", "ssim_uniform7_mean",
+                  "corr_mean")
 """Per-victim values of ``attack_once``'s entry (``seconds``: the attack alone; ``wall_seconds``: the whole row;
 ``ssim_mean``: Gaussian 11x11 window, ``ssim_uniform7_mean``: skimage's 7x7 uniform window)."""
 
@@ -83,7 +84,8 @@ FEDERATION_METRICS = ("test_accuracy", "test_loss", "train_loss", "attack_psnr_m
                       "attack_mse_mean", "attack_lpips_mean", "attack_label_acc", "payload_kib", "compression",
                       "epsilon", "delta", "igsa", "probe_psnr_mean", "probe_ssim_mean", "probe_mse_mean",
                       "probe_lpips_mean", "mia_auc_confidence", "mia_auc_loss", "mia_auc_entropy",
-                      "mia_auc_modified_entropy", "mia_auc_lira_offline", "mia_auc_rmia_offline", "wall_seconds")
+                      "mia_auc_modified_entropy", "mia_auc_lira_offline", "mia_auc_rmia_offline", "wall_seconds",
+                      "attack_corr_mean")
 """Per run (or per round with ``round`` in the table/figure) from rounds.jsonl and final.json."""
 
 METRICS = {"attack": ATTACK_METRICS, "federation": FEDERATION_METRICS}

@@ -17,7 +17,7 @@ from functools import partial
 
 from torch import nn
 
-from . import convnet, googlenet, lenet, resnet, small_cnn
+from . import convnet, densenet, googlenet, lenet, mlp, resnet, small_cnn
 from ._common import check_int
 
 __all__ = ["MODEL_NAMES", "build_model", "count_parameters", "model_options"]
@@ -42,6 +42,9 @@ _REGISTRY: dict[str, _Entry] = {
     ),
     "small_cnn": _Entry(small_cnn.SmallCNN, small_cnn.DEFAULTS),
     "googlenet": _Entry(googlenet.GoogLeNet, googlenet.DEFAULTS),
+    "densenet43": _Entry(partial(densenet.DenseNet, depth=43), densenet.DEFAULTS),
+    "densenet53": _Entry(partial(densenet.DenseNet, depth=53), densenet.DEFAULTS),
+    "mlp": _Entry(mlp.MLP, mlp.DEFAULTS),
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)

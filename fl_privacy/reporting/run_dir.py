@@ -99,11 +99,11 @@ class RunDirectory:
 
     def update_path(self, server_round: int, partition_id: int) -> Path:
         """Where the server's view of one victim's update is stored (what an attack may read)."""
-        return self.root / "updates" / f"round_{server_round:03d}" / f"client_{partition_id:04d}.pt"
+        return self.root / "updates" / f"round_{server_round:03d}" / f"{_client_stem(partition_id)}.pt"
 
     def ground_truth_path(self, server_round: int, partition_id: int) -> Path:
         """Where the evaluator's ground truth lives (never given to an attack)."""
-        return self.root / "ground_truth" / f"round_{server_round:03d}" / f"client_{partition_id:04d}.json"
+        return self.root / "ground_truth" / f"round_{server_round:03d}" / f"{_client_stem(partition_id)}.json"
 
 
 def _jsonable(value: Any) -> Any:
@@ -112,3 +112,8 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON-serializable: {type(value).__name__}")
+
+
+def _client_stem(partition_id: int) -> str:
+    """``client_0003``, or ``aggregate`` for a round's secure aggregate (partition id -1)."""
+    return "aggregate" if partition_id < 0 else f"client_{partition_id:04d}"
