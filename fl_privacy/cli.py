@@ -56,7 +56,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     from fl_privacy.run_setup import prepare
 
+    _check_outputs(args, config)
     prepare(config)  # fail fast, before any worker starts
+    _replace_if_forced(args)
     if args.backend == "inprocess":
         from clients.client_app import app as client_app
         from fl_privacy.inprocess import InProcessGrid
@@ -67,6 +69,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"run directory: {run.root}")
         return 0
     return _run_ray(config, args)
+
+
+def _check_outputs(args: argparse.Namespace, config: ExperimentConfig) -> None:
+    """``--out`` free (or ``--force``) and creatable, devices present: before data loads or a folder is made."""
+    from fl_privacy.out_paths import check_run_dir
+    from fl_privacy.run_setup import resolve_device
+
+    check_run_dir(args.out, force=getattr(args, "force", False))
+    resolve_device(config.resources.device)
+    resolve_device(config.resources.client_device)
+
+
+def _replace_if_forced(args: argparse.Namespace) -> None:
+    if getattr(args, "force", False) and args.out:
+        from fl_privacy.out_paths import replace_run_dir
+
+        replace_run_dir(args.out)
+
+
+def parse_indices(text: str | None) -> list[int] | None:
+    """``"3,10,21"`` -> ``[3, 10, 21]``; anything else is a ``ConfigError`` naming the bad part."""
+    if not text:
+        return None
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in parts if not p.lstrip("-").isdigit()]
+    if bad or not parts:
+        raise ConfigError(f"--indices must be comma-separated sample numbers like 0,5,9; got {text!r}")
+    return [int(p) for p in parts]
 
 
 def _run_ray(config: ExperimentConfig, args: argparse.Namespace) -> int:
@@ -110,7 +140,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from fl_privacy.run_setup import resolve_device
 
     config = _load(args)
-    indices = [int(i) for i in args.indices.split(",")] if args.indices else None
+    indices = parse_indices(args.indices)
+    _check_outputs(args, config)
+    _replace_if_forced(args)
     lpips = try_lpips(device=str(resolve_device(config.resources.device)))
     run, entry = attack_once(config, args.out, args.client, args.split, indices, lpips)
     label = "unavailable" if lpips is None else f"{entry['lpips_mean']:.3f}"
@@ -142,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a simulation defined by a YAML config")
     with_config(run)
     run.add_argument("--out", help="run directory (default: <out_dir>/<name>-<timestamp>)")
+    run.add_argument("--force", action="store_true", help="replace the run already in --out")
     run.add_argument("--backend", choices=("inprocess", "ray"), default="inprocess",
                      help="inprocess: clients one after another in this process (fast for small studies); "
                           "ray: Flower's Simulation Engine with parallel client actors (resources.* apply)")
@@ -154,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack = sub.add_parser("attack", help="build one client update and attack it (no federation)")
     with_config(attack)
     attack.add_argument("--out", help="run directory (default: <out_dir>/<name>-<timestamp>)")
+    attack.add_argument("--force", action="store_true", help="replace the run already in --out")
     attack.add_argument("--client", type=int, default=None, help="victim partition id (default: attack.victim_ids[0] or 0)")
     attack.add_argument("--split", choices=("train", "test"), default="train", help="split of --indices")
     attack.add_argument("--indices", help="comma-separated sample indices the victim trains on (instead of a partition)")

@@ -8,7 +8,7 @@ plus ``--run-config`` overrides, optionally a YAML file named by ``config``);
 from __future__ import annotations
 
 import time
-from logging import INFO
+from logging import ERROR, INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -17,7 +17,7 @@ from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord, R
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config
+from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config, shadowed_defaults
 from fl_privacy.data import ImageData
 from fl_privacy.defenses import build_pipeline
 from fl_privacy.evaluation import evaluate_model
@@ -32,7 +32,18 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    config = from_run_config(context.run_config)
+    try:
+        config = from_run_config(context.run_config)
+        shadowed = shadowed_defaults(context.run_config)
+    except ConfigError as err:  # the exact bad key and the closest valid one, where `flwr run` shows it
+        message = (f"fl-privacy: error: bad run config: {err}\nfl-privacy: check run configs before `flwr run` with "
+                   "`fl-privacy validate [CONFIG.yaml] --set key=value ...` (the same keys)")
+        log(ERROR, "%s", message)
+        print(message, flush=True)
+        raise
+    for warning in shadowed:
+        log(WARNING, "fl-privacy: %s", warning)
+        print(f"fl-privacy: warning: {warning}", flush=True)
     run_federation(grid, config)
 
 
@@ -41,10 +52,10 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
     if config.resources.threads:
         torch.set_num_threads(config.resources.threads)
     setup = prepare(config)  # fails fast on bad data/partition/model settings
+    device = resolve_device(config.resources.device)  # before the run directory: a failed check leaves none
     node_partitions = discover_nodes(grid, config)
     run = RunDirectory.create(config, out)
     log(INFO, "fl-privacy: run directory %s", run.root)
-    device = resolve_device(config.resources.device)
     model = setup.new_model()
     param_names = [name for name, _ in model.named_parameters()]
     test = load_split(config, "test")

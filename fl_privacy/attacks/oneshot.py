@@ -31,6 +31,11 @@ def victim_data(config: ExperimentConfig, client: int | None, split: str, indice
         if bad:
             raise ConfigError(f"indices {bad} outside the {split} split (0..{len(data) - 1})")
         pid = client or 0
+        distinct = len(set(indices))
+        if config.training.algorithm == "fedsgd" and distinct != config.training.batch_size:
+            raise ConfigError(f"{distinct} indices given, but FedSGD computes one gradient on training.batch_size="
+                              f"{config.training.batch_size} samples: add --set training.batch_size={distinct} "
+                              f"(one update of all of them) or attack each index in its own call")
         steps = batch_schedule(np.asarray(sorted(set(indices))), config.training, config.seed, 1, pid)
         return data, steps, pid
     setup = prepare(config)
@@ -61,6 +66,12 @@ def attack_once(
     if count > config.attack.max_images:
         raise ConfigError(f"the victim's update uses {count} samples, more than attack.max_images="
                           f"{config.attack.max_images}: pass fewer indices or lower data.samples_per_client")
+    from fl_privacy.attacks.runner import gia_config
+    from fl_privacy.run_setup import check_generator_fits
+
+    gia_config(config)  # attack settings, the knowledge they need, the generator file: before any output
+    check_generator_fits(config, data.shape)
+    device = resolve_device(config.resources.device)
     run = RunDirectory.create(config, out)
     model = build_model_for(config, data)
     trained = global_state is not None
@@ -75,7 +86,6 @@ def attack_once(
     truth = VictimTruth.from_steps(data, steps, config.data.normalize)
     run.write_json(str(run.ground_truth_path(r, pid).relative_to(run.root)),
                    {"split": split, "steps": [s.tolist() for s in steps], "labels": truth.labels.tolist()})
-    device = resolve_device(config.resources.device)
     torch.manual_seed(config.seed)
     outcome = attack_update(recorded, truth, build_model_for(config, data), data, config, run.root / "attacks",
                             device, lpips_metric)

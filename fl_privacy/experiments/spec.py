@@ -357,16 +357,9 @@ def generator_path(root: Path, name: str) -> Path:
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"experiment file '{p}' does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"experiment file '{p}' is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"experiment file '{p}' must hold a mapping, not {type(data).__name__}")
-    return data
+    from fl_privacy.config import read_yaml_mapping
+
+    return read_yaml_mapping(path)  # directories, encodings, empty files: one clear error each
 
 
 def is_experiment_file(path: str | os.PathLike | None) -> bool:
