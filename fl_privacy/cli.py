@@ -144,7 +144,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     _check_outputs(args, config)
     _replace_if_forced(args)
     lpips = try_lpips(device=str(resolve_device(config.resources.device)))
-    run, entry = attack_once(config, args.out, args.client, args.split, indices, lpips)
+    run, entry = attack_once(config, args.out, args.client, args.split, indices, lpips,
+                             on_warning=lambda text: print(f"warning: {text}", file=sys.stderr, flush=True))
     label = "unavailable" if lpips is None else f"{entry['lpips_mean']:.3f}"
     print(f"{config.attack.name}: PSNR {entry['psnr_mean']:.2f} dB, SSIM {entry['ssim_mean']:.3f}, "
           f"MSE {entry['mse_mean']:.4g}, LPIPS {label}, label acc {entry['label_acc']}, "

@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord, R
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
+from fl_privacy.attacks.advice import degenerate_attack_warnings
 from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config, shadowed_defaults
 from fl_privacy.data import ImageData
 from fl_privacy.defenses import build_pipeline
@@ -58,6 +59,9 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
     log(INFO, "fl-privacy: run directory %s", run.root)
     model = setup.new_model()
     param_names = [name for name, _ in model.named_parameters()]
+    advice = degenerate_attack_warnings(config, model)
+    for warning in advice:
+        log(WARNING, "fl-privacy: warning: %s", warning)
     test = load_split(config, "test")
     test_idx = np.arange(len(test))
     if config.evaluation.test_samples:
@@ -104,7 +108,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
             record.update({f"mia_auc_{name}": m["auc"] for name, m in outcome["attacks"].items()})
         record["elapsed_seconds"] = time.time() - started
         run.append_jsonl("rounds.jsonl", record)
-        write_summary(run, f"Run {config.name}", _notes(config, run))
+        write_summary(run, f"Run {config.name}", _notes(config, run) + [f"- **warning**: {w}" for w in advice])
         log(INFO, "fl-privacy: %s", _round_line(record))
         metrics = {k: float(v) for k, v in record.items() if k.startswith("test_")}
         return MetricRecord(metrics) if metrics else None

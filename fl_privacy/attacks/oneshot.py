@@ -8,11 +8,13 @@ a federation's. Benchmarks and research-question sweeps call this.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from fl_privacy.attacks.advice import degenerate_attack_warnings
 from fl_privacy.attacks.observe import VictimTruth
 from fl_privacy.attacks.runner import attack_update
 from fl_privacy.client import client_update
@@ -54,6 +56,7 @@ def attack_once(
     lpips_metric: Any = None,
     global_state: dict[str, torch.Tensor] | None = None,
     round_number: int = 1,
+    on_warning: Callable[[str], None] | None = None,
 ) -> tuple[RunDirectory, dict[str, Any]]:
     """Build the victim's update, attack it, score it, write the outputs.
 
@@ -74,6 +77,9 @@ def attack_once(
     device = resolve_device(config.resources.device)
     run = RunDirectory.create(config, out)
     model = build_model_for(config, data)
+    advice = degenerate_attack_warnings(config, model)
+    for warning in advice if on_warning else ():
+        on_warning(warning)
     trained = global_state is not None
     if trained:
         model.load_state_dict(global_state)
@@ -90,6 +96,8 @@ def attack_once(
     outcome = attack_update(recorded, truth, build_model_for(config, data), data, config, run.root / "attacks",
                             device, lpips_metric)
     entry = {"round": r, "partition_id": pid, "split": split, "indices": truth.indices.tolist(), **outcome}
+    if advice:
+        entry["warnings"] = advice
     run.append_jsonl("victims.jsonl", entry)
     run.append_jsonl("rounds.jsonl", {"round": r, "victims": [entry], **_means(entry)})
     from fl_privacy.reporting import write_summary
@@ -100,7 +108,7 @@ def attack_once(
         f"({split} split), model {config.model.name}, round {r} ({stage})",
         f"- threat: {config.attack.threat.model_dump()}",
         f"- defenses: {', '.join(d.name for d in config.defenses) or 'none'}",
-    ])
+    ] + [f"- **warning**: {w}" for w in advice])
     run.write_json("final.json", {"finished": True})
     return run, entry
 
