@@ -65,7 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from strategies.server_app import run_federation
 
         nodes = args.supernodes or config.federation.num_clients
-        run = run_federation(InProcessGrid(client_app, nodes), config, args.out)
+        grid = InProcessGrid(client_app, nodes, accept_failures=config.federation.accept_failures)
+        run = run_federation(grid, config, args.out)
         print(f"run directory: {run.root}")
         return 0
     return _run_ray(config, args)

@@ -109,6 +109,9 @@ class FederationConfig(_Section):
     fraction_train: float = Field(default=1.0, gt=0, le=1)
     min_train_clients: int = Field(default=1, ge=1)
     round_timeout: float = Field(default=3600.0, gt=0, description="Seconds the server waits for replies.")
+    accept_failures: bool = Field(default=True, description="Continue past clients that fail or time out (Flower's "
+                                  "term and default); they are recorded per round by partition id. false: the "
+                                  "first failure stops the run.")
 
 
 class TrainingConfig(_Section):

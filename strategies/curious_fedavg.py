@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from logging import INFO
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from fl_privacy.config import ExperimentConfig
 from fl_privacy.defenses import build_pipeline, dense_bytes
 from fl_privacy.recording import RecordedUpdate, UpdateRecorder
 from fl_privacy.training import apply_gradient
+from strategies.failures import RoundFailures
 
 Tensors = dict[str, torch.Tensor]
 CONFIG_KEY = "fl-privacy-config"
@@ -63,8 +64,21 @@ class CuriousFedAvg(FedAvg):
         config[CONFIG_KEY] = self.config.to_json()  # clients read the run's resolved config from here
         config["server-round"] = server_round
         if len(self.node_partitions) == self.config.federation.num_clients:  # one SuperNode per client
-            return super().configure_train(server_round, arrays, config, grid)
-        return self._virtual_clients(server_round, arrays, config)
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+            planned = [self.node_partitions[m.metadata.dst_node_id] for m in messages]
+        else:
+            messages = self._virtual_clients(server_round, arrays, config)
+            planned = [int(m.content[self.configrecord_key][PARTITION_KEY]) for m in messages]
+        self.round_info[server_round]["failures_of_round"] = RoundFailures(sorted(planned))
+        return messages
+
+    def _victims_among(self, server_round: int, failed: list[int]) -> list[int]:
+        """Failed partitions that would have been this round's victims (explicit ids, or the lowest planned)."""
+        planned = self.round_info[server_round]["failures_of_round"].planned
+        wanted = [p for p in planned if self.recorder.wants(server_round, p)]
+        if self.config.attack.victim_ids is None:
+            wanted = sorted(wanted)[: self.config.attack.victims]
+        return [p for p in wanted if p in failed]
 
     def _server_step(self, aggregated: Tensors, num_clients: int) -> Tensors:
         """Server-side help of defenses that need it (GradDefense's compensation), on the aggregated update."""
@@ -108,13 +122,17 @@ class CuriousFedAvg(FedAvg):
         Victim candidates (at most ``attack.victims`` of them, lowest partition ids
         first) are the only updates kept until the stream ends.
         """
-        mean, loss, pids, failures, payload = WeightedMean(), 0.0, [], 0, 0.0
+        mean, loss, pids, payload = WeightedMean(), 0.0, [], 0.0
+        round_failures: RoundFailures = self.round_info[server_round]["failures_of_round"]
         candidates: dict[int, tuple[Tensors, int]] = {}
         for message in replies:
             if message.has_error():
-                failures += 1
-                log(INFO, "aggregate_train: error from node %d: %s", message.metadata.src_node_id,
-                    message.error.reason)
+                node = message.metadata.src_node_id
+                hosted = len(self.node_partitions) == self.config.federation.num_clients
+                pid = self.node_partitions.get(node) if hosted else None
+                reason = round_failures.add_error(pid, node, message.error.reason)
+                who = f"client {pid}" if pid is not None else f"a client on node {node}"
+                log(WARNING, "round %d: %s failed: %s", server_round, who, reason)
                 continue
             metrics = message.content["metrics"]
             pid, weight = int(metrics["partition-id"]), float(metrics["num-examples"])
@@ -129,8 +147,13 @@ class CuriousFedAvg(FedAvg):
             if self.recorder.wants(server_round, pid):
                 candidates[pid] = (received, int(weight))
                 candidates = self.recorder.keep_lowest(server_round, candidates)
-        log(INFO, "aggregate_train: %d replies, %d failures", len(pids), failures)
+        failed = round_failures.record(pids)
+        log(INFO, "aggregate_train: %d replies, %d failures", len(pids), failed["failures"])
+        self.round_info[server_round].update(clients=len(pids), partitions=sorted(pids), **failed)
+        failed_victims = [self.recorder.record_failure(server_round, pid, round_failures.reason(pid))
+                          for pid in self._victims_among(server_round, failed["failed_partitions"])]
         if not pids:
+            self.round_info[server_round].update(victims=failed_victims, recorded=[])
             return None, None
         recorded = [
             self.recorder.record(RecordedUpdate.from_reply(
@@ -144,8 +167,7 @@ class CuriousFedAvg(FedAvg):
         aggregated = {k: aggregated[k] for k in self._sent}
         train_loss = loss / mean.total
         self.round_info[server_round].update(
-            train_loss=train_loss, clients=len(pids), failures=failures, partitions=sorted(pids),
-            recorded=[r["partition_id"] for r in recorded], victims=recorded,
+            train_loss=train_loss, recorded=[r["partition_id"] for r in recorded], victims=recorded + failed_victims,
             payload_kib=payload / len(pids) / 1024,
             compression=dense_bytes({k: self._sent[k] for k in self.param_names}) * len(pids) / payload,
         )

@@ -95,7 +95,8 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
             if config.attack.probe_images and config.attack.name != "none":
                 record.update(_probe(model, config, run, server_round))
         if server_round:
-            record.update({k: info.get(k) for k in ("train_loss", "clients", "failures", "partitions", "recorded",
+            record.update({k: info.get(k) for k in ("train_loss", "clients", "failures", "failed_partitions",
+                                                    "timeouts", "failure_reasons", "partitions", "recorded",
                                                     "payload_kib", "compression")})
             record["round_seconds"] = time.time() - info.get("started", started)
             record["victims"] = info.get("victims", [])
@@ -110,6 +111,12 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
         run.append_jsonl("rounds.jsonl", record)
         write_summary(run, f"Run {config.name}", _notes(config, run) + [f"- **warning**: {w}" for w in advice])
         log(INFO, "fl-privacy: %s", _round_line(record))
+        if record.get("failures") and not config.federation.accept_failures:
+            stop = (f"round {server_round}: clients {record['failed_partitions']} failed "
+                    f"({'; '.join(f'{k}: {v}' for k, v in (record.get('failure_reasons') or {}).items()) or 'timeout'})"
+                    f" and federation.accept_failures is false: the run stops here")
+            write_summary(run, f"Run {config.name}", _notes(config, run) + [f"- **stopped**: {stop}"])
+            raise RuntimeError(stop)
         metrics = {k: float(v) for k, v in record.items() if k.startswith("test_")}
         return MetricRecord(metrics) if metrics else None
 
@@ -198,10 +205,14 @@ def discover_nodes(grid: Grid, config: ExperimentConfig, wait: float = 30.0, set
         raise ConfigError(f"{count} SuperNodes for federation.num_clients={want}: use at most {want} SuperNodes")
     queries = [Message(RecordDict(), node, MessageType.QUERY) for node in grid.get_node_ids()]
     mapping = {}
-    for reply in grid.send_and_receive(queries, timeout=config.federation.round_timeout):
+    timeout = config.federation.round_timeout
+    for reply in grid.send_and_receive(queries, timeout=timeout):
         if reply.has_error():
             raise RuntimeError(f"SuperNode {reply.metadata.src_node_id} failed to describe itself: {reply.error.reason}")
         mapping[reply.metadata.src_node_id] = int(reply.content["node"]["partition-id"])
+    if len(mapping) < count:
+        raise ConfigError(f"only {len(mapping)} of {count} SuperNodes answered within federation.round_timeout="
+                          f"{timeout:g} s (client processes may still be starting): raise federation.round_timeout")
     if sorted(mapping.values()) != list(range(len(mapping))):
         raise RuntimeError(f"SuperNodes report partition ids {sorted(mapping.values())}, expected 0..{len(mapping) - 1}")
     if count != want:
@@ -256,6 +267,8 @@ def _round_line(record: dict[str, Any]) -> str:
         parts.append(f"probe attack PSNR {record['probe_psnr_mean']:.2f} dB, SSIM {record['probe_ssim_mean']:.3f}")
     if record.get("train_loss") is not None:
         parts.append(f"train loss {record['train_loss']:.4f}")
+    if record.get("failed_partitions"):
+        parts.append(f"failed clients {record['failed_partitions']}")
     if record.get("recorded"):
         parts.append(f"recorded victims {record['recorded']}")
     if "round_seconds" in record:
