@@ -4,6 +4,7 @@
     fl-privacy attack CONFIG.yaml [--set key=value ...] [--out DIR] [--split test --indices 0,1]
     fl-privacy validate CONFIG.yaml [--set key=value ...]
     fl-privacy doctor
+    fl-privacy superlink start|stop|status
 """
 
 from __future__ import annotations
@@ -203,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     from fl_privacy.attacks.generators.cli import add_train_generator_parser
 
     add_train_generator_parser(sub)
+
+    from fl_privacy.superlink import add_superlink_parser
+
+    add_superlink_parser(sub)
 
     doctor = sub.add_parser("doctor", help="show available datasets, devices and optional weights")
     doctor.set_defaults(func=cmd_doctor)
