@@ -66,8 +66,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         from strategies.server_app import run_federation
 
         nodes = args.supernodes or config.federation.num_clients
+        from fl_privacy.progress import RoundProgress
+
         grid = InProcessGrid(client_app, nodes, accept_failures=config.federation.accept_failures)
-        run = run_federation(grid, config, args.out)
+        run = run_federation(grid, config, args.out, RoundProgress(config.federation.rounds))
         print(f"run directory: {run.root}")
         return 0
     return _run_ray(config, args)
@@ -116,7 +118,9 @@ def _run_ray(config: ExperimentConfig, args: argparse.Namespace) -> int:
 
     @server_app.main()
     def _main(grid, context) -> None:  # noqa: ANN001, ARG001
-        runs.append(run_federation(grid, config, args.out))
+        from fl_privacy.progress import RoundProgress
+
+        runs.append(run_federation(grid, config, args.out, RoundProgress(config.federation.rounds)))
 
     res = config.resources
     backend_config = {

@@ -8,7 +8,7 @@ updates through the ``UpdateRecorder`` and forgets the rest.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 from typing import Any
 
@@ -55,6 +55,8 @@ class CuriousFedAvg(FedAvg):
         """SuperNode id -> its ``partition-id`` (from its node config, asked once at start)."""
         self._sent: Tensors = {}
         self.round_info: dict[int, dict[str, Any]] = {}
+        self.on_reply: Callable[[int, int, int, int], None] | None = None
+        """Called after each reply with (round, clients done, failed, planned): progress lines."""
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -71,6 +73,10 @@ class CuriousFedAvg(FedAvg):
             planned = [int(m.content[self.configrecord_key][PARTITION_KEY]) for m in messages]
         self.round_info[server_round]["failures_of_round"] = RoundFailures(sorted(planned))
         return messages
+
+    def _report(self, server_round: int, done: int, failures: RoundFailures) -> None:
+        if self.on_reply is not None:
+            self.on_reply(server_round, done, len(failures.errors), len(failures.planned))
 
     def _victims_among(self, server_round: int, failed: list[int]) -> list[int]:
         """Failed partitions that would have been this round's victims (explicit ids, or the lowest planned)."""
@@ -133,6 +139,7 @@ class CuriousFedAvg(FedAvg):
                 reason = round_failures.add_error(pid, node, message.error.reason)
                 who = f"client {pid}" if pid is not None else f"a client on node {node}"
                 log(WARNING, "round %d: %s failed: %s", server_round, who, reason)
+                self._report(server_round, len(pids), round_failures)
                 continue
             metrics = message.content["metrics"]
             pid, weight = int(metrics["partition-id"]), float(metrics["num-examples"])
@@ -147,6 +154,7 @@ class CuriousFedAvg(FedAvg):
             if self.recorder.wants(server_round, pid):
                 candidates[pid] = (received, int(weight))
                 candidates = self.recorder.keep_lowest(server_round, candidates)
+            self._report(server_round, len(pids), round_failures)
         failed = round_failures.record(pids)
         log(INFO, "aggregate_train: %d replies, %d failures", len(pids), failed["failures"])
         self.round_info[server_round].update(clients=len(pids), partitions=sorted(pids), **failed)

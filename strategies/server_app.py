@@ -20,6 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 from fl_privacy.attacks.advice import degenerate_attack_warnings
 from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config, shadowed_defaults
 from fl_privacy.data import ImageData
+from fl_privacy.progress import RoundProgress
 from fl_privacy.defenses import build_pipeline
 from fl_privacy.evaluation import evaluate_model
 from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
@@ -48,8 +49,11 @@ def main(grid: Grid, context: Context) -> None:
     run_federation(grid, config)
 
 
-def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None) -> RunDirectory:
-    """Run all rounds on ``grid`` and leave a run directory with records and a summary."""
+def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None,
+                   progress: RoundProgress | None = None) -> RunDirectory:
+    """Run all rounds on ``grid`` and leave a run directory with records and a summary.
+
+    ``progress``: prints a line per round (and while clients answer), for ``fl-privacy run``."""
     if config.resources.threads:
         torch.set_num_threads(config.resources.threads)
     setup = prepare(config)  # fails fast on bad data/partition/model settings
@@ -80,6 +84,8 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
         auditor = MembershipAuditor(config, setup.train, test, setup.partitions,
                                     lambda: build_model_for(config, setup.train, seed=-1), run.root / "mia", device)
     strategy = CuriousFedAvg(config, recorder, param_names, node_partitions)
+    if progress is not None:
+        strategy.on_reply = progress.client_done
     started = time.time()
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
@@ -111,6 +117,8 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
         run.append_jsonl("rounds.jsonl", record)
         write_summary(run, f"Run {config.name}", _notes(config, run) + [f"- **warning**: {w}" for w in advice])
         log(INFO, "fl-privacy: %s", _round_line(record))
+        if progress is not None:
+            progress.round_done(record)
         if record.get("failures") and not config.federation.accept_failures:
             stop = (f"round {server_round}: clients {record['failed_partitions']} failed "
                     f"({'; '.join(f'{k}: {v}' for k, v in (record.get('failure_reasons') or {}).items()) or 'timeout'})"

@@ -93,3 +93,26 @@ def test_nodes_that_do_not_answer_in_time_are_a_clear_error(tiny_overrides):
     config = build_config({}, {**tiny_overrides, "federation.round_timeout": 0.5})
     with pytest.raises(ConfigError, match=r"only 0 of 3 SuperNodes answered .* raise federation.round_timeout"):
         discover_nodes(SilentGrid(client_app, 3), config)
+
+
+def test_cli_run_prints_a_progress_line_per_round(tmp_path, tiny_overrides, failing, capsys):
+    from fl_privacy.cli import main
+
+    failing.add(1)
+    sets = [a for k, v in tiny_overrides.items() for a in ("--set", f"{k}={v}")]
+    assert main(["run", *sets, "--out", str(tmp_path / "run")]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("round ")]
+    assert lines[0].startswith("round 0/2 | test acc ")
+    assert lines[1].startswith("round 1/2 | clients 2 done, 1 failed [1] | test acc ") and "ETA" in lines[1]
+    assert lines[2].startswith("round 2/2 | clients 2 done, 1 failed [1]") and "ETA" not in lines[2]
+
+
+def test_progress_bar_prints_plain_lines_when_not_a_terminal(capsys):
+    from fl_privacy.progress import progress_bar
+
+    bar = progress_bar(total=3, desc="GIA", leave=False, mininterval=0, maxinterval=0)
+    for _ in range(3):
+        bar.update(1)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.count("\n") >= 2 and "GIA" in err
