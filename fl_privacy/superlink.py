@@ -175,7 +175,7 @@ def cmd_superlink(args: argparse.Namespace) -> int:
 
 
 def add_superlink_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("superlink", help="start/stop the local SuperLink that `flwr run` uses (by PID)")
+    p = subparsers.add_parser("superlink", help="start/stop the local SuperLink that flwr run uses (by PID)")
     p.add_argument("action", choices=("start", "stop", "status"),
                    help="start: launch it and record its PID under $FLWR_HOME; stop: stop exactly that process; "
                         "status: say whether it runs")

@@ -342,11 +342,9 @@ class Experiment:
 
 def default_out(resolved_base: dict[str, Any], name: str, profile: str) -> Path:
     """The output directory of an experiment when ``--out`` is not given (see ``Experiment.default_out``)."""
-    out_dir = build_config(resolved_base).out_dir
-    base = Path(out_dir).expanduser()
-    if not base.is_absolute() and os.environ.get("FL_PRIVACY_RUNS_DIR"):
-        base = Path(os.environ["FL_PRIVACY_RUNS_DIR"]) / base
-    return base / f"{name}-{profile}"
+    from fl_privacy.reporting.run_dir import runs_base
+
+    return runs_base(build_config(resolved_base).out_dir) / f"{name}-{profile}"
 
 
 def generator_path(root: Path, name: str) -> Path:
