@@ -69,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from fl_privacy.progress import RoundProgress
 
         grid = InProcessGrid(client_app, nodes, accept_failures=config.federation.accept_failures)
-        run = run_federation(grid, config, args.out, RoundProgress(config.federation.rounds))
+        run = run_federation(grid, config, args.out, RoundProgress(config.federation.rounds), resume=args.resume)
         print(f"run directory: {run.root}")
         return 0
     return _run_ray(config, args)
@@ -80,7 +80,10 @@ def _check_outputs(args: argparse.Namespace, config: ExperimentConfig) -> None:
     from fl_privacy.out_paths import check_run_dir
     from fl_privacy.run_setup import resolve_device
 
-    check_run_dir(args.out, force=getattr(args, "force", False))
+    resume = getattr(args, "resume", False)
+    if resume and (not args.out or getattr(args, "force", False)):
+        raise ConfigError("--resume continues the run in --out: give --out DIR (and not --force)")
+    check_run_dir(args.out, force=getattr(args, "force", False), resume=resume, resumable=hasattr(args, "resume"))
     resolve_device(config.resources.device)
     resolve_device(config.resources.client_device)
 
@@ -120,7 +123,8 @@ def _run_ray(config: ExperimentConfig, args: argparse.Namespace) -> int:
     def _main(grid, context) -> None:  # noqa: ANN001, ARG001
         from fl_privacy.progress import RoundProgress
 
-        runs.append(run_federation(grid, config, args.out, RoundProgress(config.federation.rounds)))
+        runs.append(run_federation(grid, config, args.out, RoundProgress(config.federation.rounds),
+                                   resume=args.resume))
 
     res = config.resources
     backend_config = {
@@ -182,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(run)
     run.add_argument("--out", help="run directory (default: <out_dir>/<name>-<timestamp>)")
     run.add_argument("--force", action="store_true", help="replace the run already in --out")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the stopped run in --out after its last finished round (same config)")
     run.add_argument("--backend", choices=("inprocess", "ray"), default="inprocess",
                      help="inprocess: clients one after another in this process (fast for small studies); "
                           "ray: Flower's Simulation Engine with parallel client actors (resources.* apply)")

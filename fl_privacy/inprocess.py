@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from uuid import uuid4
 
-from flwr.app import Context, Error, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
@@ -42,6 +42,16 @@ class InProcessGrid(Grid):
         self._replies: dict[str, Message] = {}
         # Messages built by the ServerApp take their run and sender from the process' task identity.
         TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, SUPERLINK_NODE_ID
+
+    def client_states(self) -> dict[int, dict[str, dict]]:
+        """Each node's persistent client state (ArrayRecords in its context), as plain tensors: for checkpoints."""
+        return {node: {key: record.to_torch_state_dict() for key, record in ctx.state.items()
+                       if isinstance(record, ArrayRecord)} for node, ctx in self._contexts.items()}
+
+    def restore_client_states(self, states: dict[int, dict[str, dict]]) -> None:
+        for node, records in states.items():
+            for key, tensors in records.items():
+                self._contexts[node].state[key] = ArrayRecord(tensors)
 
     def set_run(self, run: Run) -> None:
         self._run = run

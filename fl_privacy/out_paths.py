@@ -28,7 +28,8 @@ def check_creatable(path: str | os.PathLike, what: str) -> Path:
     return target
 
 
-def check_run_dir(out: str | os.PathLike | None, force: bool = False, resume: bool = False) -> None:
+def check_run_dir(out: str | os.PathLike | None, force: bool = False, resume: bool = False,
+                  resumable: bool = True) -> None:
     """Refuse an ``--out`` that holds files (unless ``force``/``resume``) or that cannot be created."""
     if out is None:
         return
@@ -38,7 +39,8 @@ def check_run_dir(out: str | os.PathLike | None, force: bool = False, resume: bo
     if resume or not any(target.iterdir()):
         return
     if not force:
-        raise ConfigError(f"--out '{target}' already holds a run: choose a new folder, or add --force to replace it")
+        raise ConfigError(f"--out '{target}' already holds a run: choose a new folder, add --force to replace it"
+                          + (", or --resume to continue it" if resumable else ""))
     if not (target / "config.yaml").is_file():
         raise ConfigError(f"--out '{target}' holds files that are not a run (no config.yaml): --force only replaces "
                           "a previous run; choose another folder")

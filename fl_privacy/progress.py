@@ -58,7 +58,13 @@ class RoundProgress:
         self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
         self.interval = interval if interval is not None else (10.0 if _is_terminal(sys.stderr) else LOG_INTERVAL)
         self.started = time.time()
+        self.first = 0
         self._last = 0.0
+
+    def resumed_at(self, finished: int) -> None:
+        """A resumed run: ETA counts only the rounds run in this process."""
+        self.first = finished
+        self.write(f"resuming after round {finished}/{self.rounds}")
 
     def client_done(self, server_round: int, done: int, failed: int, planned: int) -> None:
         """Called for each reply; prints at most every ``interval`` seconds."""
@@ -85,7 +91,7 @@ class RoundProgress:
         if failed_victims:
             parts.append(f"victims {failed_victims} failed")
         if r:
-            eta = elapsed / r * (self.rounds - r)
+            eta = elapsed / max(r - self.first, 1) * (self.rounds - r)
             parts.append(f"{elapsed:.0f} s elapsed" + (f", ETA {eta:.0f} s" if r < self.rounds else ""))
         self.write(" | ".join(parts))
         self._last = time.time()

@@ -55,22 +55,22 @@ class CuriousFedAvg(FedAvg):
         """SuperNode id -> its ``partition-id`` (from its node config, asked once at start)."""
         self._sent: Tensors = {}
         self.round_info: dict[int, dict[str, Any]] = {}
+        self.round_offset = 0
+        """Rounds finished before a resume: Flower counts from 1 again, the records keep the run's numbers."""
         self.on_reply: Callable[[int, int, int, int], None] | None = None
         """Called after each reply with (round, clients done, failed, planned): progress lines."""
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.round_offset
         self._sent = arrays.to_torch_state_dict()  # the global model exactly as sent
         self.round_info[server_round] = {"started": time.time()}
         config[CONFIG_KEY] = self.config.to_json()  # clients read the run's resolved config from here
         config["server-round"] = server_round
-        if len(self.node_partitions) == self.config.federation.num_clients:  # one SuperNode per client
-            messages = list(super().configure_train(server_round, arrays, config, grid))
-            planned = [self.node_partitions[m.metadata.dst_node_id] for m in messages]
-        else:
-            messages = self._virtual_clients(server_round, arrays, config)
-            planned = [int(m.content[self.configrecord_key][PARTITION_KEY]) for m in messages]
+        # seeded client sampling (Flower's samples with Python's global random state): runs and resumes repeat
+        messages = self._virtual_clients(server_round, arrays, config)
+        planned = [int(m.content[self.configrecord_key][PARTITION_KEY]) for m in messages]
         self.round_info[server_round]["failures_of_round"] = RoundFailures(sorted(planned))
         return messages
 
@@ -100,7 +100,7 @@ class CuriousFedAvg(FedAvg):
         return {**aggregated, **update}
 
     def _virtual_clients(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> list[Message]:
-        """More clients than SuperNodes: client ``p`` trains on the node whose partition-id is ``p mod N``.
+        """Client ``p`` trains on the node whose partition-id is ``p mod N`` (its own node with one per client).
 
         Each message names the partition it must train; a node hosts the same
         clients every round, so client state (error feedback) stays on one node.
@@ -128,6 +128,7 @@ class CuriousFedAvg(FedAvg):
         Victim candidates (at most ``attack.victims`` of them, lowest partition ids
         first) are the only updates kept until the stream ends.
         """
+        server_round += self.round_offset
         mean, loss, pids, payload = WeightedMean(), 0.0, [], 0.0
         round_failures: RoundFailures = self.round_info[server_round]["failures_of_round"]
         candidates: dict[int, tuple[Tensors, int]] = {}

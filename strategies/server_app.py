@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from logging import ERROR, INFO, WARNING
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,12 +21,13 @@ from flwr.serverapp import Grid, ServerApp
 from fl_privacy.attacks.advice import degenerate_attack_warnings
 from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config, shadowed_defaults
 from fl_privacy.data import ImageData
-from fl_privacy.progress import RoundProgress
 from fl_privacy.defenses import build_pipeline
 from fl_privacy.evaluation import evaluate_model
+from fl_privacy.progress import RoundProgress
 from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
 from fl_privacy.reporting import RunDirectory, write_summary
 from fl_privacy.run_setup import RunSetup, build_model_for, load_split, prepare, resolve_device, victim_steps
+from strategies.checkpoint import RoundCheckpoint, check_resumable, truncate_records
 from strategies.curious_fedavg import CuriousFedAvg
 from strategies.streaming_grid import StreamingGrid
 
@@ -50,16 +52,19 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None,
-                   progress: RoundProgress | None = None) -> RunDirectory:
+                   progress: RoundProgress | None = None, resume: bool = False) -> RunDirectory:
     """Run all rounds on ``grid`` and leave a run directory with records and a summary.
 
-    ``progress``: prints a line per round (and while clients answer), for ``fl-privacy run``."""
+    ``progress``: prints a line per round (and while clients answer), for ``fl-privacy run``.
+    ``resume``: continue the run in ``out`` from its last checkpointed round."""
     if config.resources.threads:
         torch.set_num_threads(config.resources.threads)
     setup = prepare(config)  # fails fast on bad data/partition/model settings
     device = resolve_device(config.resources.device)  # before the run directory: a failed check leaves none
+    if resume:
+        check_resumable(Path(out or "").expanduser(), config, grid)
     node_partitions = discover_nodes(grid, config)
-    run = RunDirectory.create(config, out)
+    run = RunDirectory(out) if resume else RunDirectory.create(config, out)
     log(INFO, "fl-privacy: run directory %s", run.root)
     model = setup.new_model()
     param_names = [name for name, _ in model.named_parameters()]
@@ -86,9 +91,18 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None,
     strategy = CuriousFedAvg(config, recorder, param_names, node_partitions)
     if progress is not None:
         strategy.on_reply = progress.client_done
+    initial = ArrayRecord(model.state_dict())
+    if resume:
+        initial = _resume_from_checkpoint(run, grid, strategy)
+        if progress is not None:
+            progress.resumed_at(strategy.round_offset)
     started = time.time()
+    notes = lambda done: _notes(config, run) + [f"- **warning**: {w}" for w in advice] + _status(config, run, done)  # noqa: E731
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        server_round += strategy.round_offset  # resumed runs keep their round numbers
+        if resume and server_round == strategy.round_offset:
+            return None  # the checkpointed round is already recorded
         info = strategy.round_info.get(server_round, {})
         record: dict[str, Any] = {"round": server_round}
         every = config.evaluation.every
@@ -115,7 +129,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None,
             record.update({f"mia_auc_{name}": m["auc"] for name, m in outcome["attacks"].items()})
         record["elapsed_seconds"] = time.time() - started
         run.append_jsonl("rounds.jsonl", record)
-        write_summary(run, f"Run {config.name}", _notes(config, run) + [f"- **warning**: {w}" for w in advice])
+        write_summary(run, f"Run {config.name}", notes(server_round))
         log(INFO, "fl-privacy: %s", _round_line(record))
         if progress is not None:
             progress.round_done(record)
@@ -123,23 +137,46 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None,
             stop = (f"round {server_round}: clients {record['failed_partitions']} failed "
                     f"({'; '.join(f'{k}: {v}' for k, v in (record.get('failure_reasons') or {}).items()) or 'timeout'})"
                     f" and federation.accept_failures is false: the run stops here")
-            write_summary(run, f"Run {config.name}", _notes(config, run) + [f"- **stopped**: {stop}"])
+            write_summary(run, f"Run {config.name}", notes(server_round - 1) + [f"- **stopped**: {stop}"])
             raise RuntimeError(stop)
+        if server_round:  # after the record, so a resumed run never repeats or skips a round
+            RoundCheckpoint.capture(server_round, arrays.to_torch_state_dict(), grid).save(run)
         metrics = {k: float(v) for k, v in record.items() if k.startswith("test_")}
         return MetricRecord(metrics) if metrics else None
 
     strategy.start(
-        grid=StreamingGrid(grid), initial_arrays=ArrayRecord(model.state_dict()), num_rounds=config.federation.rounds,
+        grid=StreamingGrid(grid), initial_arrays=initial, num_rounds=config.federation.rounds - strategy.round_offset,
         timeout=config.federation.round_timeout,
         evaluate_fn=evaluate,
     )
     guarantee = build_pipeline(config.defenses).privacy(config.federation.rounds, config.federation.fraction_train)
-    run.write_json("final.json", {"finished": True, "seconds": time.time() - started, "privacy": guarantee})
+    run.write_json("final.json", {"finished": True, "seconds": time.time() - started, "privacy": guarantee,
+                                  **({"resumed_after_round": strategy.round_offset} if resume else {})})
+    write_summary(run, f"Run {config.name}", notes(None))
     if guarantee:
         log(INFO, "fl-privacy: client-level DP after %d rounds: epsilon %.3f at delta %g",
             config.federation.rounds, guarantee["epsilon"], guarantee["delta"])
     log(INFO, "fl-privacy: finished in %.1f s; summary at %s", time.time() - started, run.root / "summary.md")
     return run
+
+
+def _resume_from_checkpoint(run: RunDirectory, grid: Grid, strategy: CuriousFedAvg) -> ArrayRecord:
+    """Restore the last checkpoint (model, client state, random states), drop later records; return the model."""
+    checkpoint = RoundCheckpoint.load(run)
+    checkpoint.restore(grid)
+    truncate_records(run, checkpoint.server_round)
+    strategy.round_offset = checkpoint.server_round
+    log(INFO, "fl-privacy: resuming %s after round %d", run.root, checkpoint.server_round)
+    return ArrayRecord(checkpoint.arrays)
+
+
+def _status(config: ExperimentConfig, run: RunDirectory, done: int | None) -> list[str]:
+    """Where the run stands, so the summary of a killed run says where it stopped and how to continue."""
+    total = config.federation.rounds
+    if done is None:
+        return [f"- status: finished, all {total} rounds"]
+    return [f"- status: {done} of {total} rounds finished; not finished yet (a run that was stopped continues "
+            f"with `fl-privacy run CONFIG --out {run.root} --resume`)"]
 
 
 def _victim_hook(setup: RunSetup, test: ImageData, run: RunDirectory, device: torch.device) -> AttackHook | None:
