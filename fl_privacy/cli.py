@@ -49,6 +49,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.config and is_experiment_file(args.config):
         if args.backend != "inprocess" or args.supernodes:
             raise ConfigError("experiments run their points in-process: drop --backend/--supernodes")
+        if args.force or args.resume:
+            raise ConfigError("--force/--resume apply to single runs: an experiment resumes into its folder by "
+                              "itself (finished points are kept); use a new --out to start over")
         out = run_experiment(args.config, list(args.set or []), args.out, args.profile)
         print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}")
         return 0
@@ -65,9 +68,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from fl_privacy.inprocess import InProcessGrid
         from strategies.server_app import run_federation
 
-        nodes = args.supernodes or config.federation.num_clients
         from fl_privacy.progress import RoundProgress
 
+        nodes = args.supernodes or config.federation.num_clients
         grid = InProcessGrid(client_app, nodes, accept_failures=config.federation.accept_failures)
         run = run_federation(grid, config, args.out, RoundProgress(config.federation.rounds), resume=args.resume)
         print(f"run directory: {run.root}")

@@ -457,24 +457,7 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 def default_flat() -> dict[str, Any]:
     """Every key with its default, as Flower run-config values (no None, no lists)."""
-    flat: dict[str, Any] = {}
-
-    def walk(obj: Any, prefix: str) -> None:
-        for key, value in obj.items():
-            full = f"{prefix}{key}"
-            if full == "defenses":
-                flat[full] = "[]"
-            elif isinstance(value, dict):
-                walk(value, full + ".")
-            elif value is None:
-                flat[full] = ""
-            elif isinstance(value, list):
-                flat[full] = ",".join(str(v) for v in value)
-            else:
-                flat[full] = value
-
-    walk(ExperimentConfig().model_dump(), "")
-    return flat
+    return default_flat_of(ExperimentConfig())
 
 
 def from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
@@ -509,7 +492,7 @@ def shadowed_defaults(run_config: Mapping[str, Any]) -> list[str]:
 
 
 def default_flat_of(config: ExperimentConfig) -> dict[str, Any]:
-    """``config`` flattened like ``default_flat`` (run-config value types)."""
+    """``config`` flattened as Flower run-config values: no None (""), lists comma-separated, defenses as JSON."""
     flat: dict[str, Any] = {}
 
     def walk(obj: Any, prefix: str) -> None:

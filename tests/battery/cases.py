@@ -219,6 +219,10 @@ CASES: tuple[Case, ...] = (
                                                         str(_locked(f) / "g.pt")]),
     Case("cuda requested without CUDA", lambda f: ["run", _tiny(f, resources={"device": "cuda"}), "--out",
                                                    str(f / "o")]),
+    Case("--force on a folder that is not a run", lambda f: ["run", _tiny(f), "--force", "--out",
+                                                             str(_write(f / "notes.txt", "mine").parent)]),
+    Case("--resume without --out", lambda f: ["run", _tiny(f), "--resume"]),
+    Case("--resume of a folder without a run", lambda f: ["run", _tiny(f), "--resume", "--out", str(f / "none")]),
     Case("flwr run-config typo", lambda f: [], call=_run_config_typo),
     Case("run-config default over a YAML value", lambda f: [], call=_default_value_over_yaml),
 )
