@@ -155,6 +155,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
     config = _load(args)
     indices = parse_indices(args.indices)
     _check_outputs(args, config)
+    if config.attack.name != "none":
+        from fl_privacy.attacks.runner import gia_config
+
+        gia_config(config)  # the attack's settings and generator file, before --force removes an old run
     _replace_if_forced(args)
     lpips = try_lpips(device=str(resolve_device(config.resources.device)))
     run, entry = attack_once(config, args.out, args.client, args.split, indices, lpips,
