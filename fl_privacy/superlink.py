@@ -74,8 +74,11 @@ def start(wait: float = 30.0) -> str:
         raise ConfigError(f"a SuperLink already answers on 127.0.0.1:{_ports()[0]} but this app did not start it: "
                           "stop it with `fl-privacy superlink stop` (or the tool that started it) first")
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "FLWR_DISABLE_UPDATE_CHECK": "1"}
-    process = subprocess.Popen(_command(database, log_file), env=env, stdout=subprocess.DEVNULL,  # noqa: S603
+    command = _command(database, log_file)
+    bin_dir = str(Path(command[0]).parent)  # the SuperLink starts flower-superexec by name: same environment
+    env = {**os.environ, "FLWR_DISABLE_UPDATE_CHECK": "1",
+           "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,  # noqa: S603
                                stderr=subprocess.DEVNULL, start_new_session=True)
     pid_file.write_text(json.dumps({"pid": process.pid, "log_file": str(log_file), "started": time.time()}))
     deadline = time.monotonic() + wait
