@@ -66,9 +66,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.backend == "inprocess":
         from clients.client_app import app as client_app
         from fl_privacy.inprocess import InProcessGrid
-        from strategies.server_app import run_federation
-
         from fl_privacy.progress import RoundProgress
+        from strategies.server_app import run_federation
 
         nodes = args.supernodes or config.federation.num_clients
         grid = InProcessGrid(client_app, nodes, accept_failures=config.federation.accept_failures)

@@ -80,7 +80,7 @@ class InProcessGrid(Grid):
     def _call(self, message: Message) -> Message:
         try:
             return self._client_app(message, self._contexts[message.metadata.dst_node_id])
-        except Exception as err:  # noqa: BLE001 - Flower's engines turn any ClientApp exception into an error reply
+        except Exception as err:  # as Flower's engines do: any ClientApp exception becomes an error reply
             if not self.accept_failures:
                 raise
             reason = f"{type(err).__name__}: {err}"

@@ -33,7 +33,7 @@ class _Lines:
         self.out.flush()
 
 
-def progress_bar(total: float | None = None, desc: str = "", **kwargs: Any):  # noqa: ANN201
+def progress_bar(total: float | None = None, desc: str = "", **kwargs: Any):
     """A tqdm bar, or periodic plain lines when stderr is not a terminal."""
     from tqdm.auto import tqdm
 

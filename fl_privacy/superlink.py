@@ -78,7 +78,7 @@ def start(wait: float = 30.0) -> str:
     bin_dir = str(Path(command[0]).parent)  # the SuperLink starts flower-superexec by name: same environment
     env = {**os.environ, "FLWR_DISABLE_UPDATE_CHECK": "1",
            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,  # noqa: S603
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     pid_file.write_text(json.dumps({"pid": process.pid, "log_file": str(log_file), "started": time.time()}))
     deadline = time.monotonic() + wait

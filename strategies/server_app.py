@@ -97,7 +97,9 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None,
         if progress is not None:
             progress.resumed_at(strategy.round_offset)
     started = time.time()
-    notes = lambda done: _notes(config, run) + [f"- **warning**: {w}" for w in advice] + _status(config, run, done)  # noqa: E731
+
+    def notes(done: int | None) -> list[str]:
+        return _notes(config, run) + [f"- **warning**: {w}" for w in advice] + _status(config, run, done)
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         server_round += strategy.round_offset  # resumed runs keep their round numbers

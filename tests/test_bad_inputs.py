@@ -19,9 +19,8 @@ def test_bad_input_is_a_clear_error(case, tmp_path, monkeypatch):
 
 @needs_mnist
 def test_code_carrying_checkpoint_is_refused_without_running_it(tmp_path, capsys):
-    from tests.battery.cases import CodeCarrier, _generator_dict, _gia_l
-
     from fl_privacy.cli import main
+    from tests.battery.cases import CodeCarrier, _generator_dict, _gia_l
 
     argv = _gia_l(tmp_path, {**_generator_dict(), "extra": CodeCarrier()})
     assert main(argv) == 2

@@ -20,7 +20,7 @@ def failing(monkeypatch):
     ids: set[int] = set()
     real = client_module.client_update
 
-    def update(config, model, data, steps, state, pid, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+    def update(config, model, data, steps, state, pid, *args, **kwargs):
         if pid in ids:
             raise RuntimeError(f"disk full on client {pid}")
         return real(config, model, data, steps, state, pid, *args, **kwargs)
@@ -66,7 +66,7 @@ def test_without_accept_failures_the_run_stops_and_says_where(tmp_path, tiny_ove
 class DroppingGrid(InProcessGrid):
     """Loses the reply of the node holding partition 2 (as a reply after the round's timeout is lost)."""
 
-    def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN201
+    def send_and_receive(self, messages, *, timeout=None):
         for reply in super().send_and_receive(messages, timeout=timeout):
             if reply.metadata.message_type != "train" or self._contexts[reply.metadata.src_node_id].node_config[
                     "partition-id"] != 2:
@@ -84,7 +84,7 @@ def test_replies_lost_to_the_timeout_are_counted(tmp_path, tiny_overrides):
 class SilentGrid(InProcessGrid):
     """SuperNodes that are registered but do not answer yet (client processes still starting)."""
 
-    def send_and_receive(self, messages, *, timeout=None):  # noqa: ANN001, ANN201, ARG002
+    def send_and_receive(self, messages, *, timeout=None):
         list(messages)
         return iter(())
 

@@ -18,11 +18,11 @@ DEFENDED = {"federation.rounds": 3, "federation.fraction_train": 0.67, "training
 """Client sampling (Python's random), error feedback and PowerSGD warm starts: state a resume must restore."""
 
 
-def _argv(overrides: dict, out) -> list[str]:  # noqa: ANN001
+def _argv(overrides: dict, out) -> list[str]:
     return ["run", *[a for k, v in overrides.items() for a in ("--set", f"{k}={v}")], "--out", str(out)]
 
 
-def _metrics(out) -> list[dict]:  # noqa: ANN001
+def _metrics(out) -> list[dict]:
     keep = ("round", "test_accuracy", "test_loss", "train_loss", "partitions", "recorded")
     return [{k: r.get(k) for k in keep} for r in map(json.loads, (out / "rounds.jsonl").read_text().splitlines())]
 
@@ -33,7 +33,7 @@ def test_resumed_run_ends_with_the_uninterrupted_metrics(tmp_path, tiny_override
 
     real = client_module.client_update
 
-    def killed_in_round_3(config, model, data, steps, state, pid, server_round, *args):  # noqa: ANN001, ANN002
+    def killed_in_round_3(config, model, data, steps, state, pid, server_round, *args):
         if server_round == 3:
             raise KeyboardInterrupt  # the process dies mid-round
         return real(config, model, data, steps, state, pid, server_round, *args)

@@ -25,7 +25,7 @@ def home(tmp_path, monkeypatch):
     return tmp_path / "flwr-home"
 
 
-def _sleeper(log_file) -> subprocess.Popen:  # noqa: ANN001
+def _sleeper(log_file) -> subprocess.Popen:
     """A stand-in process whose command line looks like a SuperLink logging to ``log_file``."""
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "flower-superlink",
                              "--log-file", str(log_file)], start_new_session=True)

@@ -77,7 +77,7 @@ def generator_info(path: str, image_shape: tuple[int, ...] | None = None) -> dic
 
 
 @lru_cache(maxsize=8)
-def _checked(path: str, mtime_ns: int, size: int, image_shape: tuple[int, ...] | None) -> dict:  # noqa: ARG001
+def _checked(path: str, mtime_ns: int, size: int, image_shape: tuple[int, ...] | None) -> dict:
     from fl_privacy.attacks.generators.checkpoint import check_checkpoint
 
     return check_checkpoint(path, image_shape)

@@ -94,7 +94,7 @@ def _gia_l(folder: Path, checkpoint: object, raw: bytes | None = None) -> list[s
 class CodeCarrier:
     """Unpickling this object would call a function: ``weights_only=True`` must refuse it."""
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (print, ("code from a checkpoint ran",))
 
 
@@ -147,7 +147,7 @@ def _run_config_typo(folder: Path) -> tuple[int, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:
             server_main(None, context)  # the grid is never reached
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any crash is what the battery classifies
             trace = traceback.format_exc()
             ok = "training.lrr" in out.getvalue() and "training.lr" in out.getvalue().replace("training.lrr", "")
             return (2 if ok else 1), out.getvalue() + ("" if ok else trace)
@@ -263,7 +263,7 @@ def run_case(case: Case, folder: Path) -> tuple[str, str]:
     if case.call is not None:
         try:
             status, text = case.call(folder)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any crash is what the battery classifies
             return "traceback", traceback.format_exc(limit=-3)
         return _category(status, text, started=False), text
     argv = case.build(folder)
@@ -275,7 +275,7 @@ def run_case(case: Case, folder: Path) -> tuple[str, str]:
             status = main(argv)
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any crash is what the battery classifies
             status, crashed = 1, traceback.format_exc(limit=-3)
     started = bool(_run_dirs(folder, before))
     text = (err.getvalue() + out.getvalue()).strip()

@@ -73,7 +73,7 @@ def check_checkpoint(path: str | os.PathLike, image_shape: Sequence[int] | None 
     return {k: v for k, v in data.items() if k != "state_dict"}
 
 
-def _build(data: dict[str, Any], where: str):  # noqa: ANN202
+def _build(data: dict[str, Any], where: str):
     """The generator the checkpoint's config describes (its constructor arguments checked)."""
     from fl_privacy.attacks.generators.dcgan import Generator
 
