@@ -5,6 +5,7 @@
     fl-privacy validate CONFIG.yaml [--set key=value ...]
     fl-privacy doctor
     fl-privacy audit-dp CONFIG.yaml [--set key=value ...] [--canaries N] [--rounds T] [--out FILE]
+    fl-privacy superlink start|stop|status
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.config and is_experiment_file(args.config):
         if args.backend != "inprocess" or args.supernodes:
             raise ConfigError("experiments run their points in-process: drop --backend/--supernodes")
+        if args.force or args.resume:
+            raise ConfigError("--force/--resume apply to single runs: an experiment resumes into its folder by "
+                              "itself (finished points are kept); use a new --out to start over")
         out = run_experiment(args.config, list(args.set or []), args.out, args.profile)
         print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}")
         return 0
@@ -63,17 +67,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     from fl_privacy.run_setup import prepare
 
+    _check_outputs(args, config)
     prepare(config)  # fail fast, before any worker starts
+    _replace_if_forced(args)
     if args.backend == "inprocess":
         from clients.client_app import app as client_app
         from fl_privacy.inprocess import InProcessGrid
+        from fl_privacy.progress import RoundProgress
         from strategies.server_app import run_federation
 
         nodes = args.supernodes or config.federation.num_clients
-        run = run_federation(InProcessGrid(client_app, nodes), config, args.out)
+        grid = InProcessGrid(client_app, nodes, accept_failures=config.federation.accept_failures)
+        run = run_federation(grid, config, args.out, RoundProgress(config.federation.rounds), resume=args.resume)
         print(f"run directory: {run.root}")
         return 0
     return _run_ray(config, args)
+
+
+def _check_outputs(args: argparse.Namespace, config: ExperimentConfig) -> None:
+    """``--out`` free (or ``--force``) and creatable, devices present: before data loads or a folder is made."""
+    from fl_privacy.out_paths import check_run_dir
+    from fl_privacy.run_setup import resolve_device
+
+    resume = getattr(args, "resume", False)
+    if resume and (not args.out or getattr(args, "force", False)):
+        raise ConfigError("--resume continues the run in --out: give --out DIR (and not --force)")
+    check_run_dir(args.out, force=getattr(args, "force", False), resume=resume, resumable=hasattr(args, "resume"))
+    resolve_device(config.resources.device)
+    resolve_device(config.resources.client_device)
+
+
+def _replace_if_forced(args: argparse.Namespace) -> None:
+    if getattr(args, "force", False) and args.out:
+        from fl_privacy.out_paths import replace_run_dir
+
+        replace_run_dir(args.out)
+
+
+def parse_indices(text: str | None) -> list[int] | None:
+    """``"3,10,21"`` -> ``[3, 10, 21]``; anything else is a ``ConfigError`` naming the bad part."""
+    if not text:
+        return None
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in parts if not p.lstrip("-").isdigit()]
+    if bad or not parts:
+        raise ConfigError(f"--indices must be comma-separated sample numbers like 0,5,9; got {text!r}")
+    return [int(p) for p in parts]
 
 
 def _run_ray(config: ExperimentConfig, args: argparse.Namespace) -> int:
@@ -91,7 +130,10 @@ def _run_ray(config: ExperimentConfig, args: argparse.Namespace) -> int:
 
     @server_app.main()
     def _main(grid, context) -> None:  # noqa: ANN001, ARG001
-        runs.append(run_federation(grid, config, args.out))
+        from fl_privacy.progress import RoundProgress
+
+        runs.append(run_federation(grid, config, args.out, RoundProgress(config.federation.rounds),
+                                   resume=args.resume))
 
     res = config.resources
     backend_config = {
@@ -117,9 +159,16 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from fl_privacy.run_setup import resolve_device
 
     config = _load(args)
-    indices = [int(i) for i in args.indices.split(",")] if args.indices else None
+    indices = parse_indices(args.indices)
+    _check_outputs(args, config)
+    if config.attack.name != "none":
+        from fl_privacy.attacks.runner import gia_config
+
+        gia_config(config)  # the attack's settings and generator file, before --force removes an old run
+    _replace_if_forced(args)
     lpips = try_lpips(device=str(resolve_device(config.resources.device)))
-    run, entry = attack_once(config, args.out, args.client, args.split, indices, lpips)
+    run, entry = attack_once(config, args.out, args.client, args.split, indices, lpips,
+                             on_warning=lambda text: print(f"warning: {text}", file=sys.stderr, flush=True))
     label = "unavailable" if lpips is None else f"{entry['lpips_mean']:.3f}"
     print(f"{config.attack.name}: PSNR {entry['psnr_mean']:.2f} dB, SSIM {entry['ssim_mean']:.3f}, "
           f"MSE {entry['mse_mean']:.4g}, LPIPS {label}, label acc {entry['label_acc']}, "
@@ -163,7 +212,7 @@ def cmd_audit_dp(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fl-privacy", description=__doc__,
+    parser = argparse.ArgumentParser(prog="fl-privacy", description=(__doc__ or "").replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -175,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a simulation defined by a YAML config")
     with_config(run)
     run.add_argument("--out", help="run directory (default: <out_dir>/<name>-<timestamp>)")
+    run.add_argument("--force", action="store_true", help="replace the run already in --out")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the stopped run in --out after its last finished round (same config)")
     run.add_argument("--backend", choices=("inprocess", "ray"), default="inprocess",
                      help="inprocess: clients one after another in this process (fast for small studies); "
                           "ray: Flower's Simulation Engine with parallel client actors (resources.* apply)")
@@ -187,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     attack = sub.add_parser("attack", help="build one client update and attack it (no federation)")
     with_config(attack)
     attack.add_argument("--out", help="run directory (default: <out_dir>/<name>-<timestamp>)")
+    attack.add_argument("--force", action="store_true", help="replace the run already in --out")
     attack.add_argument("--client", type=int, default=None, help="victim partition id (default: attack.victim_ids[0] or 0)")
     attack.add_argument("--split", choices=("train", "test"), default="train", help="split of --indices")
     attack.add_argument("--indices", help="comma-separated sample indices the victim trains on (instead of a partition)")
@@ -208,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--seed", type=int, default=0, help="seed of the canaries and the noise")
     audit.add_argument("--out", help="JSON file (default <out_dir>/<name>-audit-dp.json)")
     audit.set_defaults(func=cmd_audit_dp)
+
+    from fl_privacy.superlink import add_superlink_parser
+
+    add_superlink_parser(sub)
 
     doctor = sub.add_parser("doctor", help="show available datasets, devices and optional weights")
     doctor.set_defaults(func=cmd_doctor)

@@ -119,6 +119,9 @@ class FederationConfig(_Section):
         default="fixed", description="Client sampling: fixed (max(int(num_clients * fraction_train), "
         "min_train_clients) clients, drawn without replacement) or poisson (each client independently with "
         "probability fraction_train; what central DP needs for amplification).")
+    accept_failures: bool = Field(default=True, description="Continue past clients that fail or time out (Flower's "
+                                  "term and default); they are recorded per round by partition id. false: the "
+                                  "first failure stops the run.")
 
 
 class TrainingConfig(_Section):
@@ -328,6 +331,15 @@ class ExperimentConfig(_Section):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        """The name becomes a folder under ``out_dir``: no separators, no leading dot (``../x`` would escape)."""
+        if not value or "/" in value or "\\" in value or value.startswith(".") or "\0" in value:
+            raise ValueError(f"name {value!r} must be a plain folder name (no '/', '\\', leading '.'): "
+                             "use out_dir (or --out) to choose where runs are written")
+        return value
+
     @field_validator("defenses", mode="before")
     @classmethod
     def _defenses(cls, value: Any) -> Any:
@@ -438,7 +450,12 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value (e.g. training.lr=0.1)")
         key, raw = item.split("=", 1)
-        flat[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            flat[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or "not a YAML value"
+            raise ConfigError(f"override '{item}': the value {raw!r} is not a YAML value ({problem}); quote "
+                              f"strings and close brackets, e.g. {key.strip()}=[1,2]") from None
     return flat
 
 
@@ -456,42 +473,40 @@ def build_config(data: Mapping[str, Any] | None = None, overrides: Mapping[str, 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | list[str] | None = None) -> ExperimentConfig:
     """Read a YAML experiment (optional) and apply overrides (``key=value`` strings or a flat dict)."""
-    data: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file '{p}' does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config file '{p}' is not valid YAML: {err}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file '{p}' must hold a mapping of sections, not {type(data).__name__}")
+    data = read_yaml_mapping(path) if path else {}
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     return build_config(data, overrides)
 
 
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The sections of a YAML config file; every way the file can be wrong is a ``ConfigError`` naming it."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config '{p}' is a directory: give a YAML file (e.g. {p / 'experiment.yaml'})")
+    if not p.is_file():
+        raise ConfigError(f"config file '{p}' does not exist")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file '{p}' is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"config file '{p}' cannot be read: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file '{p}' is not valid YAML: {err}") from None
+    if data is None:
+        raise ConfigError(f"config file '{p}' is empty: write the sections to change (see experiments/ for "
+                          "examples), or omit the file to run the defaults")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{p}' must hold a mapping of sections, not {type(data).__name__}")
+    return data
+
+
 def default_flat() -> dict[str, Any]:
     """Every key with its default, as Flower run-config values (no None, no lists)."""
-    flat: dict[str, Any] = {}
-
-    def walk(obj: Any, prefix: str) -> None:
-        for key, value in obj.items():
-            full = f"{prefix}{key}"
-            if full == "defenses":
-                flat[full] = "[]"
-            elif isinstance(value, dict):
-                walk(value, full + ".")
-            elif value is None:
-                flat[full] = ""
-            elif isinstance(value, list):
-                flat[full] = ",".join(str(v) for v in value)
-            else:
-                flat[full] = value
-
-    walk(ExperimentConfig().model_dump(), "")
-    return flat
+    return default_flat_of(ExperimentConfig())
 
 
 def from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
@@ -506,6 +521,45 @@ def from_run_config(run_config: Mapping[str, Any]) -> ExperimentConfig:
     defaults = default_flat()
     overrides = {k: v for k, v in run_config.items() if k not in defaults or defaults[k] != v}
     return load_config(path, overrides)
+
+
+def shadowed_defaults(run_config: Mapping[str, Any]) -> list[str]:
+    """Run-config keys left at their default while the YAML file named by ``config`` sets another value.
+
+    Flower hands the ServerApp the merged run config, so a ``--run-config`` value equal to the pyproject
+    default cannot be told from no value: the YAML's value wins. One sentence per such key, to warn.
+    """
+    path = run_config.get("config") or None
+    if not path:
+        return []
+    defaults = default_flat()
+    yaml_flat = default_flat_of(load_config(path))
+    return [f"run config {key}={defaults[key]!r} equals its default, so the YAML file's {key}={yaml_flat[key]!r} "
+            f"is used (to use {defaults[key]!r}, set it in {path})"
+            for key in defaults if key in run_config and run_config[key] == defaults[key]
+            and key in yaml_flat and yaml_flat[key] != defaults[key]]
+
+
+def default_flat_of(config: ExperimentConfig) -> dict[str, Any]:
+    """``config`` flattened as Flower run-config values: no None (""), lists comma-separated, defenses as JSON."""
+    flat: dict[str, Any] = {}
+
+    def walk(obj: Any, prefix: str) -> None:
+        for key, value in obj.items():
+            full = f"{prefix}{key}"
+            if full == "defenses":
+                flat[full] = json.dumps(value) if value else "[]"
+            elif isinstance(value, dict):
+                walk(value, full + ".")
+            elif value is None:
+                flat[full] = ""
+            elif isinstance(value, list):
+                flat[full] = ",".join(str(v) for v in value)
+            else:
+                flat[full] = value
+
+    walk(config.model_dump(), "")
+    return flat
 
 
 def _check_registries(config: ExperimentConfig) -> None:

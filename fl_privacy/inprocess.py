@@ -3,7 +3,9 @@
 Same ServerApp, same ClientApp, same messages as ``flwr run``; no SuperLink,
 no Ray, nothing left running afterwards. Used by the test suite and by
 ``fl-privacy run --backend inprocess`` for small studies on a laptop.
-Client exceptions propagate (fail fast) instead of becoming error replies.
+A client that raises becomes an error reply, as on Flower's engines, when
+``accept_failures`` (``federation.accept_failures``); otherwise its exception
+propagates (fail fast, with the client's own traceback).
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from uuid import uuid4
 
-from flwr.app import Context, Message, RecordDict
+from flwr.app import ArrayRecord, Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
@@ -26,8 +28,9 @@ class InProcessGrid(Grid):
     Flower's random ids they say nothing about the partition a node holds.
     """
 
-    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1) -> None:
+    def __init__(self, client_app: ClientApp, num_nodes: int, run_id: int = 1, accept_failures: bool = False) -> None:
         self._client_app = client_app
+        self.accept_failures = accept_failures
         self._run = Run.create_empty(run_id)
         self._contexts = {
             1000 + num_nodes - i: Context(
@@ -39,6 +42,16 @@ class InProcessGrid(Grid):
         self._replies: dict[str, Message] = {}
         # Messages built by the ServerApp take their run and sender from the process' task identity.
         TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, SUPERLINK_NODE_ID
+
+    def client_states(self) -> dict[int, dict[str, dict]]:
+        """Each node's persistent client state (ArrayRecords in its context), as plain tensors: for checkpoints."""
+        return {node: {key: record.to_torch_state_dict() for key, record in ctx.state.items()
+                       if isinstance(record, ArrayRecord)} for node, ctx in self._contexts.items()}
+
+    def restore_client_states(self, states: dict[int, dict[str, dict]]) -> None:
+        for node, records in states.items():
+            for key, tensors in records.items():
+                self._contexts[node].state[key] = ArrayRecord(tensors)
 
     def set_run(self, run: Run) -> None:
         self._run = run
@@ -59,10 +72,21 @@ class InProcessGrid(Grid):
         ids = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = str(uuid4())  # as Flower's own in-memory grid does
-            reply = self._client_app(message, self._contexts[message.metadata.dst_node_id])
+            reply = self._call(message)
             self._replies[message.metadata.message_id] = reply
             ids.append(message.metadata.message_id)
         return ids
+
+    def _call(self, message: Message) -> Message:
+        try:
+            return self._client_app(message, self._contexts[message.metadata.dst_node_id])
+        except Exception as err:  # as Flower's engines do: any ClientApp exception becomes an error reply
+            if not self.accept_failures:
+                raise
+            reason = f"{type(err).__name__}: {err}"
+            reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
+            reply.metadata.__dict__["_message_id"] = str(uuid4())
+            return reply
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self._replies.pop(i) for i in message_ids if i in self._replies]

@@ -135,6 +135,12 @@ class UpdateRecorder:
         keep = sorted(candidates)[: self.config.attack.victims]
         return {pid: candidates[pid] for pid in keep}
 
+    def record_failure(self, server_round: int, partition_id: int, reason: str) -> dict[str, Any]:
+        """A victim whose client failed or did not answer: reported as such, nothing attacked."""
+        entry = {"round": server_round, "partition_id": partition_id, "failed": True, "reason": reason}
+        self.run.append_jsonl("victims.jsonl", entry)
+        return entry
+
     def record(self, recorded: RecordedUpdate) -> dict[str, Any]:
         """Store one victim's update and its ground truth; run the attack hook on it."""
         r, pid = recorded.server_round, recorded.partition_id

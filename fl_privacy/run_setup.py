@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,7 +54,10 @@ def load_split(config: ExperimentConfig, split: str) -> ImageData:
 def prepare(config: ExperimentConfig) -> RunSetup:
     """Load the training split, partition it and check every client can train as configured."""
     train = load_split(config, "train")
-    partitions = client_partitions(train.labels, config.data, config.federation.num_clients, config.seed)
+    try:
+        partitions = client_partitions(train.labels, config.data, config.federation.num_clients, config.seed)
+    except ValueError as err:  # the partitioner names the key (e.g. data.classes_per_client exceeds the classes)
+        raise ConfigError(f"data: {err}") from None
     smallest = int(np.argmin([len(p) for p in partitions]))
     if len(partitions[smallest]) < config.training.batch_size:
         raise ConfigError(
@@ -63,7 +67,19 @@ def prepare(config: ExperimentConfig) -> RunSetup:
         )
     build_model_for(config, train)  # fails fast when the model does not fit the images
     _check_attack_size(config, partitions)
+    check_generator_fits(config, train.shape)
     return RunSetup(config, train, partitions)
+
+
+def check_generator_fits(config: ExperimentConfig, image_shape: tuple[int, ...]) -> None:
+    """GIA-L: the generator checkpoint is valid and makes images of the victim's shape (checked before round 1)."""
+    from fl_privacy.attacks import GIA_L_NAMES
+
+    path = config.attack.generator
+    if config.attack.name in GIA_L_NAMES and path and Path(path).expanduser().is_file():
+        from fl_privacy.attacks.runner import generator_info
+
+        generator_info(path, tuple(image_shape))
 
 
 def images_per_update(config: ExperimentConfig, partition_size: int) -> int:

@@ -8,8 +8,8 @@ updates through the ``UpdateRecorder`` and forgets the rest.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
-from logging import INFO
+from collections.abc import Callable, Iterable
+from logging import INFO, WARNING
 from typing import Any
 
 import numpy as np
@@ -26,6 +26,7 @@ from fl_privacy.dp.guarantee import client_sampling, release_policy
 from fl_privacy.dp.release import central_stage, client_pipeline
 from fl_privacy.recording import RecordedUpdate, UpdateRecorder, aggregate_update, public_num_examples
 from fl_privacy.training import apply_gradient
+from strategies.failures import RoundFailures
 
 Tensors = dict[str, torch.Tensor]
 CONFIG_KEY = "fl-privacy-config"
@@ -69,18 +70,36 @@ class CuriousFedAvg(FedAvg):
         """Central DP: clients clip, the server noises the uniformly weighted aggregate."""
         self._sent: Tensors = {}
         self.round_info: dict[int, dict[str, Any]] = {}
+        self.round_offset = 0
+        """Rounds finished before a resume: Flower counts from 1 again, the records keep the run's numbers."""
+        self.on_reply: Callable[[int, int, int, int], None] | None = None
+        """Called after each reply with (round, clients done, failed, planned): progress lines."""
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.round_offset
         self._sent = arrays.to_torch_state_dict()  # the global model exactly as sent
         self.round_info[server_round] = {"started": time.time()}
         config[CONFIG_KEY] = self.config.to_json()  # clients read the run's resolved config from here
         config["server-round"] = server_round
-        poisson = self.config.federation.sampling == "poisson"
-        if len(self.node_partitions) == self.config.federation.num_clients and not poisson:  # one SuperNode per client
-            return super().configure_train(server_round, arrays, config, grid)
-        return self._virtual_clients(server_round, arrays, config)
+        # seeded client sampling (Flower's samples with Python's global random state): runs and resumes repeat
+        messages = self._virtual_clients(server_round, arrays, config)
+        planned = [int(m.content[self.configrecord_key][PARTITION_KEY]) for m in messages]
+        self.round_info[server_round]["failures_of_round"] = RoundFailures(sorted(planned))
+        return messages
+
+    def _report(self, server_round: int, done: int, failures: RoundFailures) -> None:
+        if self.on_reply is not None:
+            self.on_reply(server_round, done, len(failures.errors), len(failures.planned))
+
+    def _victims_among(self, server_round: int, failed: list[int]) -> list[int]:
+        """Failed partitions that would have been this round's victims (explicit ids, or the lowest planned)."""
+        planned = self.round_info[server_round]["failures_of_round"].planned
+        wanted = [p for p in planned if self.recorder.wants(server_round, p)]
+        if self.config.attack.victim_ids is None:
+            wanted = sorted(wanted)[: self.config.attack.victims]
+        return [p for p in wanted if p in failed]
 
     def _server_step(self, aggregated: Tensors, num_clients: int, server_round: int = 0) -> Tensors:
         """Server-side help of defenses that need it (GradDefense's compensation, central DP noise), on the
@@ -101,7 +120,7 @@ class CuriousFedAvg(FedAvg):
         update = {k: v if (fedsgd and k not in changes) else self._sent[k] + v for k, v in update.items()}
         return {**aggregated, **update}
 
-    def _noise_only(self, server_round: int, failures: int) -> ArrayRecord | None:
+    def _noise_only(self, server_round: int) -> ArrayRecord | None:
         """Central DP with nobody sampled (Poisson): the mechanism still releases its noise on an empty sum."""
         if self.central is None:
             return None
@@ -112,11 +131,10 @@ class CuriousFedAvg(FedAvg):
         if fedsgd:
             aggregated = {**apply_gradient(self._sent, aggregated, self.config.training.lr),
                           **{k: v for k, v in aggregated.items() if k not in self.param_names}}
-        self.round_info[server_round].update(clients=0, failures=failures, partitions=[], recorded=[], victims=[])
         return ArrayRecord({k: aggregated[k] for k in self._sent})
 
     def _virtual_clients(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord) -> list[Message]:
-        """More clients than SuperNodes: client ``p`` trains on the node whose partition-id is ``p mod N``.
+        """Client ``p`` trains on the node whose partition-id is ``p mod N`` (its own node with one per client).
 
         Each message names the partition it must train; a node hosts the same
         clients every round, so client state (error feedback) stays on one node.
@@ -143,13 +161,19 @@ class CuriousFedAvg(FedAvg):
         Victim candidates (at most ``attack.victims`` of them, lowest partition ids
         first) are the only updates kept until the stream ends.
         """
-        mean, loss, loss_weight, pids, failures, payload = WeightedMean(), 0.0, 0.0, [], 0, 0.0
+        server_round += self.round_offset
+        mean, loss, loss_weight, pids, payload = WeightedMean(), 0.0, 0.0, [], 0.0
+        round_failures: RoundFailures = self.round_info[server_round]["failures_of_round"]
         candidates: dict[int, tuple[Tensors, int]] = {}
         for message in replies:
             if message.has_error():
-                failures += 1
-                log(INFO, "aggregate_train: error from node %d: %s", message.metadata.src_node_id,
-                    message.error.reason)
+                node = message.metadata.src_node_id
+                hosted = len(self.node_partitions) == self.config.federation.num_clients
+                pid = self.node_partitions.get(node) if hosted else None
+                reason = round_failures.add_error(pid, node, message.error.reason)
+                who = f"client {pid}" if pid is not None else f"a client on node {node}"
+                log(WARNING, "round %d: %s failed: %s", server_round, who, reason)
+                self._report(server_round, len(pids), round_failures)
                 continue
             metrics = message.content["metrics"]
             pid = int(metrics["partition-id"])
@@ -167,9 +191,15 @@ class CuriousFedAvg(FedAvg):
             if self.recorder.wants(server_round, pid):
                 candidates[pid] = (received, public_num_examples(self.config, reported))
                 candidates = self.recorder.keep_lowest(server_round, candidates)
-        log(INFO, "aggregate_train: %d replies, %d failures", len(pids), failures)
+            self._report(server_round, len(pids), round_failures)
+        failed = round_failures.record(pids)
+        log(INFO, "aggregate_train: %d replies, %d failures", len(pids), failed["failures"])
+        self.round_info[server_round].update(clients=len(pids), partitions=sorted(pids), **failed)
+        failed_victims = [self.recorder.record_failure(server_round, pid, round_failures.reason(pid))
+                          for pid in self._victims_among(server_round, failed["failed_partitions"])]
         if not pids:
-            return self._noise_only(server_round, failures), None
+            self.round_info[server_round].update(victims=failed_victims, recorded=[])
+            return self._noise_only(server_round), None
         recorded = [
             self.recorder.record(RecordedUpdate.from_reply(
                 self.config, server_round, pid, self._sent, received, self.param_names, weight))
@@ -186,8 +216,7 @@ class CuriousFedAvg(FedAvg):
         aggregated = {k: aggregated[k] for k in self._sent}
         train_loss = loss / loss_weight if loss_weight else None  # None: clients withheld their loss
         self.round_info[server_round].update(
-            train_loss=train_loss, clients=len(pids), failures=failures, partitions=sorted(pids),
-            recorded=[r["partition_id"] for r in recorded], victims=recorded,
+            train_loss=train_loss, recorded=[r["partition_id"] for r in recorded], victims=recorded + failed_victims,
             payload_kib=payload / len(pids) / 1024,
             compression=dense_bytes({k: self._sent[k] for k in self.param_names}) * len(pids) / payload,
         )

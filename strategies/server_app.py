@@ -8,7 +8,8 @@ plus ``--run-config`` overrides, optionally a YAML file named by ``config``);
 from __future__ import annotations
 
 import time
-from logging import INFO
+from logging import ERROR, INFO, WARNING
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,15 +18,18 @@ from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord, R
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config
+from fl_privacy.attacks.advice import degenerate_attack_warnings
+from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config, shadowed_defaults
 from fl_privacy.data import ImageData
 from fl_privacy.defenses import build_pipeline
 from fl_privacy.dp.guarantee import check_model
 from fl_privacy.dp.report import privacy_block, summary_lines
 from fl_privacy.evaluation import evaluate_model
+from fl_privacy.progress import RoundProgress
 from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
 from fl_privacy.reporting import RunDirectory, write_summary
 from fl_privacy.run_setup import RunSetup, build_model_for, load_split, prepare, resolve_device, victim_steps
+from strategies.checkpoint import RoundCheckpoint, check_resumable, truncate_records
 from strategies.curious_fedavg import CuriousFedAvg
 from strategies.streaming_grid import StreamingGrid
 
@@ -34,22 +38,42 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    config = from_run_config(context.run_config)
+    try:
+        config = from_run_config(context.run_config)
+        shadowed = shadowed_defaults(context.run_config)
+    except ConfigError as err:  # the exact bad key and the closest valid one, where `flwr run` shows it
+        message = (f"fl-privacy: error: bad run config: {err}\nfl-privacy: check run configs before `flwr run` with "
+                   "`fl-privacy validate [CONFIG.yaml] --set key=value ...` (the same keys)")
+        log(ERROR, "%s", message)
+        print(message, flush=True)
+        raise
+    for warning in shadowed:
+        log(WARNING, "fl-privacy: %s", warning)
+        print(f"fl-privacy: warning: {warning}", flush=True)
     run_federation(grid, config)
 
 
-def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None) -> RunDirectory:
-    """Run all rounds on ``grid`` and leave a run directory with records and a summary."""
+def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None,
+                   progress: RoundProgress | None = None, resume: bool = False) -> RunDirectory:
+    """Run all rounds on ``grid`` and leave a run directory with records and a summary.
+
+    ``progress``: prints a line per round (and while clients answer), for ``fl-privacy run``.
+    ``resume``: continue the run in ``out`` from its last checkpointed round."""
     if config.resources.threads:
         torch.set_num_threads(config.resources.threads)
     setup = prepare(config)  # fails fast on bad data/partition/model settings
+    device = resolve_device(config.resources.device)  # before the run directory: a failed check leaves none
+    if resume:
+        check_resumable(Path(out or "").expanduser(), config, grid)
     node_partitions = discover_nodes(grid, config)
-    run = RunDirectory.create(config, out)
+    run = RunDirectory(out) if resume else RunDirectory.create(config, out)
     log(INFO, "fl-privacy: run directory %s", run.root)
-    device = resolve_device(config.resources.device)
     model = setup.new_model()
     model_problems = check_model(config, model)  # DP settings the model breaks fail here, before round 1
     param_names = [name for name, _ in model.named_parameters()]
+    advice = degenerate_attack_warnings(config, model)
+    for warning in advice:
+        log(WARNING, "fl-privacy: warning: %s", warning)
     test = load_split(config, "test")
     test_idx = np.arange(len(test))
     if config.evaluation.test_samples:
@@ -68,9 +92,22 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
         auditor = MembershipAuditor(config, setup.train, test, setup.partitions,
                                     lambda: build_model_for(config, setup.train, seed=-1), run.root / "mia", device)
     strategy = CuriousFedAvg(config, recorder, param_names, node_partitions)
+    if progress is not None:
+        strategy.on_reply = progress.client_done
+    initial = ArrayRecord(model.state_dict())
+    if resume:
+        initial = _resume_from_checkpoint(run, grid, strategy)
+        if progress is not None:
+            progress.resumed_at(strategy.round_offset)
     started = time.time()
 
+    def notes(done: int | None) -> list[str]:
+        return _notes(config, run, model_problems) + [f"- **warning**: {w}" for w in advice] + _status(config, run, done)
+
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        server_round += strategy.round_offset  # resumed runs keep their round numbers
+        if resume and server_round == strategy.round_offset:
+            return None  # the checkpointed round is already recorded
         info = strategy.round_info.get(server_round, {})
         record: dict[str, Any] = {"round": server_round}
         every = config.evaluation.every
@@ -83,7 +120,8 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
             if config.attack.probe_images and config.attack.name != "none":
                 record.update(_probe(model, config, run, server_round))
         if server_round:
-            record.update({k: info.get(k) for k in ("train_loss", "clients", "failures", "partitions", "recorded",
+            record.update({k: info.get(k) for k in ("train_loss", "clients", "failures", "failed_partitions",
+                                                    "timeouts", "failure_reasons", "partitions", "recorded",
                                                     "payload_kib", "compression")})
             record["round_seconds"] = time.time() - info.get("started", started)
             record["victims"] = info.get("victims", [])
@@ -96,23 +134,54 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
             record.update({f"mia_auc_{name}": m["auc"] for name, m in outcome["attacks"].items()})
         record["elapsed_seconds"] = time.time() - started
         run.append_jsonl("rounds.jsonl", record)
-        write_summary(run, f"Run {config.name}", _notes(config, run, model_problems), _attack_note(config))
+        write_summary(run, f"Run {config.name}", notes(server_round), _attack_note(config))
         log(INFO, "fl-privacy: %s", _round_line(record))
+        if progress is not None:
+            progress.round_done(record)
+        if record.get("failures") and not config.federation.accept_failures:
+            stop = (f"round {server_round}: clients {record['failed_partitions']} failed "
+                    f"({'; '.join(f'{k}: {v}' for k, v in (record.get('failure_reasons') or {}).items()) or 'timeout'})"
+                    f" and federation.accept_failures is false: the run stops here")
+            write_summary(run, f"Run {config.name}", notes(server_round - 1) + [f"- **stopped**: {stop}"],
+                          _attack_note(config))
+            raise RuntimeError(stop)
+        if server_round:  # after the record, so a resumed run never repeats or skips a round
+            RoundCheckpoint.capture(server_round, arrays.to_torch_state_dict(), grid).save(run)
         metrics = {k: float(v) for k, v in record.items() if k.startswith("test_")}
         return MetricRecord(metrics) if metrics else None
 
     strategy.start(
-        grid=StreamingGrid(grid), initial_arrays=ArrayRecord(model.state_dict()), num_rounds=config.federation.rounds,
+        grid=StreamingGrid(grid), initial_arrays=initial, num_rounds=config.federation.rounds - strategy.round_offset,
         timeout=config.federation.round_timeout,
         evaluate_fn=evaluate,
     )
     guarantee = privacy_block(config, run.read_jsonl("rounds.jsonl"), config.federation.rounds, model_problems)
-    run.write_json("final.json", {"finished": True, "seconds": time.time() - started, "privacy": guarantee})
-    write_summary(run, f"Run {config.name}", _notes(config, run, model_problems), _attack_note(config))
+    run.write_json("final.json", {"finished": True, "seconds": time.time() - started, "privacy": guarantee,
+                                  **({"resumed_after_round": strategy.round_offset} if resume else {})})
+    write_summary(run, f"Run {config.name}", notes(None), _attack_note(config))
     if guarantee:
         log(INFO, "fl-privacy: %s mechanism: %s", guarantee["mechanism"], guarantee["guarantee"])
     log(INFO, "fl-privacy: finished in %.1f s; summary at %s", time.time() - started, run.root / "summary.md")
     return run
+
+
+def _resume_from_checkpoint(run: RunDirectory, grid: Grid, strategy: CuriousFedAvg) -> ArrayRecord:
+    """Restore the last checkpoint (model, client state, random states), drop later records; return the model."""
+    checkpoint = RoundCheckpoint.load(run)
+    checkpoint.restore(grid)
+    truncate_records(run, checkpoint.server_round)
+    strategy.round_offset = checkpoint.server_round
+    log(INFO, "fl-privacy: resuming %s after round %d", run.root, checkpoint.server_round)
+    return ArrayRecord(checkpoint.arrays)
+
+
+def _status(config: ExperimentConfig, run: RunDirectory, done: int | None) -> list[str]:
+    """Where the run stands, so the summary of a killed run says where it stopped and how to continue."""
+    total = config.federation.rounds
+    if done is None:
+        return [f"- status: finished, all {total} rounds"]
+    return [f"- status: {done} of {total} rounds finished; not finished yet (a run that was stopped continues "
+            f"with `fl-privacy run CONFIG --out {run.root} --resume`)"]
 
 
 def _victim_hook(setup: RunSetup, test: ImageData, run: RunDirectory, device: torch.device) -> AttackHook | None:
@@ -187,10 +256,14 @@ def discover_nodes(grid: Grid, config: ExperimentConfig, wait: float = 30.0, set
         raise ConfigError(f"{count} SuperNodes for federation.num_clients={want}: use at most {want} SuperNodes")
     queries = [Message(RecordDict(), node, MessageType.QUERY) for node in grid.get_node_ids()]
     mapping = {}
-    for reply in grid.send_and_receive(queries, timeout=config.federation.round_timeout):
+    timeout = config.federation.round_timeout
+    for reply in grid.send_and_receive(queries, timeout=timeout):
         if reply.has_error():
             raise RuntimeError(f"SuperNode {reply.metadata.src_node_id} failed to describe itself: {reply.error.reason}")
         mapping[reply.metadata.src_node_id] = int(reply.content["node"]["partition-id"])
+    if len(mapping) < count:
+        raise ConfigError(f"only {len(mapping)} of {count} SuperNodes answered within federation.round_timeout="
+                          f"{timeout:g} s (client processes may still be starting): raise federation.round_timeout")
     if sorted(mapping.values()) != list(range(len(mapping))):
         raise RuntimeError(f"SuperNodes report partition ids {sorted(mapping.values())}, expected 0..{len(mapping) - 1}")
     if count != want:
@@ -245,6 +318,8 @@ def _round_line(record: dict[str, Any]) -> str:
         parts.append(f"probe attack PSNR {record['probe_psnr_mean']:.2f} dB, SSIM {record['probe_ssim_mean']:.3f}")
     if record.get("train_loss") is not None:
         parts.append(f"train loss {record['train_loss']:.4f}")
+    if record.get("failed_partitions"):
+        parts.append(f"failed clients {record['failed_partitions']}")
     if record.get("recorded"):
         parts.append(f"recorded victims {record['recorded']}")
     if "round_seconds" in record:

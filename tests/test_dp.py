@@ -287,13 +287,14 @@ def test_each_mechanism_runs_and_reports_its_block(tmp_path, tiny_overrides, mec
 
 def test_central_dp_releases_noise_when_poisson_samples_nobody():
     from strategies.curious_fedavg import CuriousFedAvg
+    from strategies.failures import RoundFailures
 
     config = _config(**{"privacy.mechanism": "central", "privacy.clip": 1.0, "privacy.noise_multiplier": 1.0,
                         "federation.num_clients": 10, "federation.fraction_train": 0.3,
                         "federation.sampling": "poisson"})
     strategy = CuriousFedAvg(config, None, ["w"], {})
     strategy._sent = {"w": torch.zeros(50_000)}
-    strategy.round_info[1] = {}
+    strategy.round_info[1] = {"failures_of_round": RoundFailures([])}  # what configure_train sets
     released = strategy.aggregate_train(1, [])[0].to_torch_state_dict()["w"]
     assert float(released.std()) == pytest.approx(1.0 * 1.0 / 3, rel=0.02)  # sigma clip / (q N)
     assert strategy.round_info[1]["clients"] == 0

@@ -236,7 +236,7 @@ def test_data_checks_run_before_anything(tmp_path):
 def test_default_output_directory_resumes_by_name(tmp_path, monkeypatch):
     monkeypatch.setenv("FL_PRIVACY_RUNS_DIR", str(tmp_path))
     loaded = load_experiment(write(tmp_path, attack_experiment()), profile="full", check_data=False)
-    assert loaded.default_out() == tmp_path / "runs" / "tiny-full"
+    assert loaded.default_out() == tmp_path / "tiny-full"  # FL_PRIVACY_RUNS_DIR replaces the default runs/
 
 
 # ----------------------------------------------------------------------------- running

@@ -8,11 +8,13 @@ a federation's. Benchmarks and research-question sweeps call this.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from fl_privacy.attacks.advice import degenerate_attack_warnings
 from fl_privacy.attacks.observe import VictimTruth
 from fl_privacy.attacks.runner import attack_update
 from fl_privacy.client import client_update
@@ -31,6 +33,11 @@ def victim_data(config: ExperimentConfig, client: int | None, split: str, indice
         if bad:
             raise ConfigError(f"indices {bad} outside the {split} split (0..{len(data) - 1})")
         pid = client or 0
+        distinct = len(set(indices))
+        if config.training.algorithm == "fedsgd" and distinct != config.training.batch_size:
+            raise ConfigError(f"{distinct} indices given, but FedSGD computes one gradient on training.batch_size="
+                              f"{config.training.batch_size} samples: add --set training.batch_size={distinct} "
+                              f"(one update of all of them) or attack each index in its own call")
         steps = batch_schedule(np.asarray(sorted(set(indices))), config.training, config.seed, 1, pid)
         return data, steps, pid
     setup = prepare(config)
@@ -49,6 +56,7 @@ def attack_once(
     lpips_metric: Any = None,
     global_state: dict[str, torch.Tensor] | None = None,
     round_number: int = 1,
+    on_warning: Callable[[str], None] | None = None,
 ) -> tuple[RunDirectory, dict[str, Any]]:
     """Build the victim's update, attack it, score it, write the outputs.
 
@@ -64,8 +72,17 @@ def attack_once(
     if count > config.attack.max_images:
         raise ConfigError(f"the victim's update uses {count} samples, more than attack.max_images="
                           f"{config.attack.max_images}: pass fewer indices or lower data.samples_per_client")
+    from fl_privacy.attacks.runner import gia_config
+    from fl_privacy.run_setup import check_generator_fits
+
+    gia_config(config)  # attack settings, the knowledge they need, the generator file: before any output
+    check_generator_fits(config, data.shape)
+    device = resolve_device(config.resources.device)
     run = RunDirectory.create(config, out)
     model = build_model_for(config, data)
+    advice = degenerate_attack_warnings(config, model)
+    for warning in advice if on_warning else ():
+        on_warning(warning)
     trained = global_state is not None
     if trained:
         model.load_state_dict(global_state)
@@ -79,11 +96,12 @@ def attack_once(
     truth = VictimTruth.from_steps(data, steps, config.data.normalize)
     run.write_json(str(run.ground_truth_path(r, pid).relative_to(run.root)),
                    {"split": split, "steps": [s.tolist() for s in steps], "labels": truth.labels.tolist()})
-    device = resolve_device(config.resources.device)
     torch.manual_seed(config.seed)
     outcome = attack_update(recorded, truth, build_model_for(config, data), data, config, run.root / "attacks",
                             device, lpips_metric)
     entry = {"round": r, "partition_id": pid, "split": split, "indices": truth.indices.tolist(), **outcome}
+    if advice:
+        entry["warnings"] = advice
     run.append_jsonl("victims.jsonl", entry)
     run.append_jsonl("rounds.jsonl", {"round": r, "victims": [entry], **_means(entry)})
     from fl_privacy.reporting import write_summary
@@ -94,7 +112,7 @@ def attack_once(
         f"({split} split), model {config.model.name}, round {r} ({stage})",
         f"- threat: {config.attack.threat.model_dump()}",
         f"- defenses: {', '.join(d.name for d in config.defenses) or 'none'}",
-    ])
+    ] + [f"- **warning**: {w}" for w in advice])
     run.write_json("final.json", {"finished": True})
     return run, entry
 

@@ -78,6 +78,22 @@ def _check_generator(config: ExperimentConfig, pending: Collection[str] = ()) ->
                           "to a checkpoint (train one with `fl-privacy train-generator --out gen.pt ...`)")
     if path not in pending and not Path(path).expanduser().is_file():
         raise ConfigError(f"attack.generator '{path}' does not exist (train one with `fl-privacy train-generator`)")
+    if path not in pending:
+        generator_info(path)  # format, keys, settings and tensor shapes, read without running code
+
+
+def generator_info(path: str, image_shape: tuple[int, ...] | None = None) -> dict:
+    """The fully checked info of a generator checkpoint (cached while the file is unchanged)."""
+    p = Path(path).expanduser()
+    stat = p.stat() if p.is_file() else None
+    return _checked(str(p), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0, image_shape)
+
+
+@lru_cache(maxsize=8)
+def _checked(path: str, mtime_ns: int, size: int, image_shape: tuple[int, ...] | None) -> dict:
+    from fl_privacy.attacks.generators.checkpoint import check_checkpoint
+
+    return check_checkpoint(path, image_shape)
 
 
 @lru_cache(maxsize=2)

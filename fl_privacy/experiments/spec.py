@@ -349,11 +349,9 @@ class Experiment:
 
 def default_out(resolved_base: dict[str, Any], name: str, profile: str) -> Path:
     """The output directory of an experiment when ``--out`` is not given (see ``Experiment.default_out``)."""
-    out_dir = build_config(resolved_base).out_dir
-    base = Path(out_dir).expanduser()
-    if not base.is_absolute() and os.environ.get("FL_PRIVACY_RUNS_DIR"):
-        base = Path(os.environ["FL_PRIVACY_RUNS_DIR"]) / base
-    return base / f"{name}-{profile}"
+    from fl_privacy.reporting.run_dir import runs_base
+
+    return runs_base(build_config(resolved_base).out_dir) / f"{name}-{profile}"
 
 
 def generator_path(root: Path, name: str) -> Path:
@@ -364,16 +362,9 @@ def generator_path(root: Path, name: str) -> Path:
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"experiment file '{p}' does not exist")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"experiment file '{p}' is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"experiment file '{p}' must hold a mapping, not {type(data).__name__}")
-    return data
+    from fl_privacy.config import read_yaml_mapping
+
+    return read_yaml_mapping(path)  # directories, encodings, empty files: one clear error each
 
 
 def is_experiment_file(path: str | os.PathLike | None) -> bool:

@@ -163,6 +163,16 @@ SSIM_NOTE = ("SSIM (`*ssim_mean`): Gaussian 11x11 window, sigma 1.5, population 
 def ssim_note(metrics: tuple[str, ...] | list[str]) -> list[str]:
     """A line naming the SSIM window when a table shows SSIM (the two windows give different numbers)."""
     return ["", SSIM_NOTE] if any("ssim" in m for m in metrics) else []
+_UNIT_INTERVAL = ("accuracy", "acc", "ssim", "auc", "tpr", "fpr", "lpips", "rate")
+
+
+def clipped_error_bars(metric: str, means: tuple[float, ...], spreads: tuple[float, ...]) -> list[list[float]]:
+    """(lower, upper) error bars; for metrics bounded by [0, 1] (accuracy, SSIM, AUC, ...) cut at the bounds, so
+    the spread of few samples (two seeds) never draws a bar below 0 or above 1."""
+    if not any(part in metric.lower().split("_") or metric.lower().endswith(part) for part in _UNIT_INTERVAL):
+        return [list(spreads), list(spreads)]
+    return [[min(e, max(m, 0.0)) for m, e in zip(means, spreads)],
+            [min(e, max(1.0 - m, 0.0)) for m, e in zip(means, spreads)]]
 
 
 def plot_figure(experiment: Experiment, figure: FigureSpec, recs: list[Record], root: Path) -> list[Path]:
@@ -193,7 +203,7 @@ def plot_figure(experiment: Experiment, figure: FigureSpec, recs: list[Record], 
                 continue
             px, py, pe = zip(*points)
             drawn += 1
-            ax.errorbar(px, py, yerr=pe, marker="o", capsize=3, linewidth=1.2,
+            ax.errorbar(px, py, yerr=clipped_error_bars(metric, py, pe), marker="o", capsize=3, linewidth=1.2,
                         label=_label(figure.hue, combo) if figure.hue else None)
         if figure.logx and numeric:
             ax.set_xscale("log")

@@ -48,6 +48,17 @@ def _dist_version(name: str) -> str:
     return version(name)
 
 
+def runs_base(out_dir: str) -> Path:
+    """Where runs land: ``out_dir``; with $FL_PRIVACY_RUNS_DIR set, that folder replaces the default ``runs``
+    (no ``runs/runs/``) and holds any other relative ``out_dir``."""
+    base = Path(out_dir).expanduser()
+    root = os.environ.get("FL_PRIVACY_RUNS_DIR")
+    if base.is_absolute() or not root:
+        return base
+    default = ExperimentConfig.model_fields["out_dir"].default
+    return Path(root).expanduser() if base == Path(default) else Path(root).expanduser() / base
+
+
 class RunDirectory:
     """Paths and writers of one run; created at the start of the run."""
 
@@ -57,12 +68,9 @@ class RunDirectory:
 
     @classmethod
     def create(cls, config: ExperimentConfig, out: str | os.PathLike | None = None) -> RunDirectory:
-        """``out`` as given, else ``<out_dir>/<name>-<timestamp>`` (``out_dir`` relative to
-        $FL_PRIVACY_RUNS_DIR when set, else to the working directory)."""
+        """``out`` as given, else ``<out_dir>/<name>-<timestamp>`` (see ``runs_base``)."""
         if out is None:
-            base = Path(config.out_dir).expanduser()
-            if not base.is_absolute() and os.environ.get("FL_PRIVACY_RUNS_DIR"):
-                base = Path(os.environ["FL_PRIVACY_RUNS_DIR"]) / base
+            base = runs_base(config.out_dir)
             stamp = time.strftime("%Y%m%d-%H%M%S")
             out = base / f"{config.name}-{stamp}"
             suffix = 1

@@ -18,6 +18,7 @@ _COLUMNS = [
     ("probe_psnr_mean", "probe PSNR dB", "{:.2f}"),
     ("probe_ssim_mean", "probe SSIM", "{:.3f}"),
     ("clients", "clients", "{}"),
+    ("failed_partitions", "failed clients", "{}"),
     ("recorded", "recorded victims", "{}"),
     ("round_seconds", "round s", "{:.1f}"),
     ("payload_kib", "KiB sent/client", "{:.1f}"),
@@ -60,6 +61,7 @@ def write_summary(run: RunDirectory, title: str, notes: list[str] | None = None,
     if victims and attack_note:
         victims[3:3] = [f"Note: {attack_note}", ""]
     lines += victims
+    lines += _failed_victims(records)
     lines += _mia_section(records)
     lines += ["", "Files: `config.yaml` (resolved config), `environment.json` (versions), `rounds.jsonl` "
               "(one record per round), `updates/` (the server's view of recorded victim updates), "
@@ -88,6 +90,15 @@ def _victim_section(run: RunDirectory, records: list[dict[str, Any]]) -> list[st
     if plot:
         lines += ["", f"![attack quality per round]({plot.name})"]
     return lines
+
+
+def _failed_victims(records: list[dict[str, Any]]) -> list[str]:
+    """Victims whose client failed or timed out: nothing was attacked, and the report says so."""
+    failed = [v for r in records for v in r.get("victims", []) if v.get("failed")]
+    if not failed:
+        return []
+    return ["", "## Failed victims", "", "| round | client | reason |", "|---|---|---|"] + \
+        [f"| {v['round']} | {v['partition_id']} | {v['reason']} |" for v in failed]
 
 
 def _mia_section(records: list[dict[str, Any]]) -> list[str]:

@@ -10,6 +10,7 @@ is set as ``func`` like the other sub-commands.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 __all__ = ["add_train_generator_parser", "cmd_train_generator", "parse_classes"]
 
@@ -38,12 +39,13 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     """Train, save, and print the checkpoint path and the training time."""
     from fl_privacy.attacks.generators.train import train_generator
 
-    ckpt = train_generator(
-        dataset=args.dataset, classes=args.classes, split=args.split, epochs=args.epochs,
-        batch_size=args.batch_size, nz=args.nz, ngf=args.ngf, ndf=args.ndf, lr=args.lr,
-        conditional=not args.unconditional, max_samples=args.max_samples, max_steps=args.max_steps,
-        device=args.device, seed=args.seed, progress=not args.no_progress, data_dir=args.data_dir,
-    )
+    _check_arguments(args)
+    try:
+        ckpt = _train(train_generator, args)
+    except ValueError as err:  # train_generator checks its arguments (class ids, sizes) before it trains
+        from fl_privacy.config import ConfigError
+
+        raise ConfigError(f"train-generator: {err}") from None
     path = ckpt.save_checkpoint(args.out)
     print(f"generator checkpoint: {path}")
     print(f"trained on {ckpt.num_samples} images of classes {ckpt.classes} ({ckpt.config['generator_parameters']:,} "
@@ -53,6 +55,34 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
         print(f"last epoch: D loss {ckpt.history['d_loss'][-1]:.3f}, G loss {ckpt.history['g_loss'][-1]:.3f}, "
               f"D(x) {ckpt.history['d_real'][-1]:.2f}, D(G(z)) {ckpt.history['d_fake'][-1]:.2f}")
     return 0
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """The device exists and the checkpoint can be written, before any data loads."""
+    import torch
+
+    from fl_privacy.config import ConfigError
+    from fl_privacy.out_paths import check_creatable
+
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise ConfigError(f"--device {args.device!r} is not a device: use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"--device {args.device} requested but no CUDA device is visible: use cpu")
+    check_creatable(Path(args.out).expanduser().absolute().parent, "--out folder")
+    if Path(args.out).is_dir():
+        raise ConfigError(f"--out '{args.out}' is a folder: give the checkpoint file path, e.g. {args.out}/gen.pt")
+
+
+def _train(train_generator, args: argparse.Namespace):  # noqa: ANN001, ANN202
+    return train_generator(
+        dataset=args.dataset, classes=args.classes, split=args.split, epochs=args.epochs,
+        batch_size=args.batch_size, nz=args.nz, ngf=args.ngf, ndf=args.ndf, lr=args.lr,
+        conditional=not args.unconditional, max_samples=args.max_samples, max_steps=args.max_steps,
+        device=args.device, seed=args.seed, progress=not args.no_progress, data_dir=args.data_dir,
+    )
 
 
 def add_train_generator_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

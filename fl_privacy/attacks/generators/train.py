@@ -251,9 +251,9 @@ def train_generator(
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from fl_privacy.progress import progress_bar
 
-        bar = tqdm(total=total_steps, desc=f"DCGAN {dataset} classes {chosen}", leave=False)
+        bar = progress_bar(total=total_steps, desc=f"DCGAN {dataset} classes {chosen}", leave=False)
     history: dict[str, list[float]] = {"d_loss": [], "g_loss": [], "d_real": [], "d_fake": []}
     step = 0
     start = time.perf_counter()

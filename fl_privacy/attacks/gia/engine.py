@@ -486,9 +486,9 @@ def reconstruct(obs: Observation, cfg: GIAConfig, device: torch.device | str | N
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from fl_privacy.progress import progress_bar
 
-        bar = tqdm(total=cfg.iterations, desc="GIA", leave=False)
+        bar = progress_bar(total=cfg.iterations, desc="GIA", leave=False)
     last: dict[str, torch.Tensor] = {}
 
     def closure() -> torch.Tensor:

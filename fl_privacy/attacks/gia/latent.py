@@ -311,9 +311,9 @@ def reconstruct_latent(obs: Observation, cfg: GIALConfig, generator: nn.Module,
     bar = None
     total_its = cfg.iterations + cfg.generator_steps
     if progress:
-        from tqdm.auto import tqdm
+        from fl_privacy.progress import progress_bar
 
-        bar = tqdm(total=total_its, desc="GIA-L", leave=False)
+        bar = progress_bar(total=total_its, desc="GIA-L", leave=False)
 
     start = time.perf_counter()
     for it in range(cfg.iterations):

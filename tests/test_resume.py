@@ -1,0 +1,63 @@
+"""A killed federation continues with ``--resume`` and ends with the same records as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import clients.client_app as client_module
+from fl_privacy.cli import main
+from tests.conftest import needs_mnist
+
+pytestmark = needs_mnist
+
+DEFENDED = {"federation.rounds": 3, "federation.fraction_train": 0.67, "training.algorithm": "fedsgd",
+            "defenses": json.dumps([{"name": "topk", "ratio": 0.1, "error_feedback": True},
+                                    {"name": "powersgd", "rank": 1}])}
+"""Client sampling (Python's random), error feedback and PowerSGD warm starts: state a resume must restore."""
+
+
+def _argv(overrides: dict, out) -> list[str]:
+    return ["run", *[a for k, v in overrides.items() for a in ("--set", f"{k}={v}")], "--out", str(out)]
+
+
+def _metrics(out) -> list[dict]:
+    keep = ("round", "test_accuracy", "test_loss", "train_loss", "partitions", "recorded")
+    return [{k: r.get(k) for k in keep} for r in map(json.loads, (out / "rounds.jsonl").read_text().splitlines())]
+
+
+def test_resumed_run_ends_with_the_uninterrupted_metrics(tmp_path, tiny_overrides, monkeypatch):
+    overrides = {**tiny_overrides, **DEFENDED}
+    assert main(_argv(overrides, tmp_path / "whole")) == 0
+
+    real = client_module.client_update
+
+    def killed_in_round_3(config, model, data, steps, state, pid, server_round, *args):
+        if server_round == 3:
+            raise KeyboardInterrupt  # the process dies mid-round
+        return real(config, model, data, steps, state, pid, server_round, *args)
+
+    monkeypatch.setattr(client_module, "client_update", killed_in_round_3)
+    with pytest.raises(KeyboardInterrupt):
+        main(_argv(overrides, tmp_path / "killed"))
+    summary = (tmp_path / "killed" / "summary.md").read_text()
+    assert "status: 2 of 3 rounds finished; not finished yet" in summary and "--resume" in summary
+    assert main(_argv(overrides, tmp_path / "killed")) == 2  # refused without --resume or --force
+
+    monkeypatch.setattr(client_module, "client_update", real)
+    import random
+
+    random.seed(12345)  # a fresh process: the checkpoint, not this state, decides the sampling
+    assert main([*_argv(overrides, tmp_path / "killed"), "--resume"]) == 0
+    assert _metrics(tmp_path / "killed") == _metrics(tmp_path / "whole")
+    assert "status: finished, all 3 rounds" in (tmp_path / "killed" / "summary.md").read_text()
+    assert main([*_argv(overrides, tmp_path / "killed"), "--resume"]) == 2  # already finished
+
+
+def test_resume_refuses_a_different_config(tmp_path, tiny_overrides, capsys):
+    overrides = {**tiny_overrides, "federation.rounds": 1}
+    assert main(_argv(overrides, tmp_path / "run")) == 0
+    (tmp_path / "run" / "final.json").unlink()
+    assert main([*_argv({**overrides, "training.lr": 0.5}, tmp_path / "run"), "--resume"]) == 2
+    assert "differs from the run's config.yaml in ['training']" in capsys.readouterr().err
