@@ -23,6 +23,7 @@ from fl_privacy.defenses import build_pipeline
 from fl_privacy.evaluation import evaluate_model
 from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
 from fl_privacy.reporting import RunDirectory, write_summary
+from fl_privacy.reporting.run_report import write_run_report
 from fl_privacy.run_setup import RunSetup, build_model_for, load_split, prepare, resolve_device, victim_steps
 from strategies.curious_fedavg import CuriousFedAvg
 from strategies.streaming_grid import StreamingGrid
@@ -94,6 +95,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
         record["elapsed_seconds"] = time.time() - started
         run.append_jsonl("rounds.jsonl", record)
         write_summary(run, f"Run {config.name}", _notes(config, run))
+        write_run_report(run)
         log(INFO, "fl-privacy: %s", _round_line(record))
         metrics = {k: float(v) for k, v in record.items() if k.startswith("test_")}
         return MetricRecord(metrics) if metrics else None
@@ -105,6 +107,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None)
     )
     guarantee = build_pipeline(config.defenses).privacy(config.federation.rounds, config.federation.fraction_train)
     run.write_json("final.json", {"finished": True, "seconds": time.time() - started, "privacy": guarantee})
+    write_run_report(run)
     if guarantee:
         log(INFO, "fl-privacy: client-level DP after %d rounds: epsilon %.3f at delta %g",
             config.federation.rounds, guarantee["epsilon"], guarantee["delta"])

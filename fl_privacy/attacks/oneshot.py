@@ -92,6 +92,9 @@ def attack_once(
         f"- defenses: {', '.join(d.name for d in config.defenses) or 'none'}",
     ])
     run.write_json("final.json", {"finished": True})
+    from fl_privacy.reporting.run_report import write_run_report
+
+    write_run_report(run)
     return run, entry
 
 
