@@ -20,6 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config
 from fl_privacy.data import ImageData
 from fl_privacy.defenses import build_pipeline
+from fl_privacy.deployment import announce_failure
 from fl_privacy.evaluation import evaluate_model
 from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
 from fl_privacy.reporting import RunDirectory, write_summary
@@ -32,6 +33,7 @@ app = ServerApp()
 
 
 @app.main()
+@announce_failure
 def main(grid: Grid, context: Context) -> None:
     config = from_run_config(context.run_config)
     run_federation(grid, config)
@@ -181,7 +183,8 @@ def discover_nodes(grid: Grid, config: ExperimentConfig, wait: float = 30.0, set
             break
         time.sleep(0.2)
     if not count:
-        raise ConfigError("no SuperNode connected: start the simulation with num-supernodes >= 1")
+        raise ConfigError("no SuperNode connected: start the simulation with num-supernodes >= 1, or (Deployment "
+                          "Engine) start SuperNodes with flower-supernode --superlink <host:port> --node-config ...")
     if count > want:
         raise ConfigError(f"{count} SuperNodes for federation.num_clients={want}: use at most {want} SuperNodes")
     queries = [Message(RecordDict(), node, MessageType.QUERY) for node in grid.get_node_ids()]

@@ -42,7 +42,7 @@ def chromium() -> str | None:
 def _run(args: list[str], timeout: float = 90) -> subprocess.CompletedProcess:
     base = [chromium() or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
             "--no-first-run", "--disable-dev-shm-usage", "--allow-file-access-from-files"]
-    return subprocess.run(base + args, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(base + args, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def load_in_browser(page: Path, workdir: Path, size: tuple[int, int] = (1280, 2400)) -> BrowserResult:

@@ -9,6 +9,7 @@ each point adds one example picture and its cost, with a link to its runs' own p
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 import time
@@ -96,7 +97,7 @@ def _costs(rows: list[dict[str, str]]) -> dict[str, str]:
                 out.append(float(row.get(key) or "nan"))
             except ValueError:
                 continue
-        return [v for v in out if v == v]
+        return [v for v in out if math.isfinite(v)]
 
     walls = {}
     for row in rows:  # per run its largest wall time (per-round rows: the last round holds the run's)

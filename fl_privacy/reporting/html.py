@@ -24,10 +24,11 @@ _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"
 
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    """Templates from the package (``fl_privacy/reporting/templates``), HTML-escaped by default."""
-    env = jinja2.Environment(loader=jinja2.PackageLoader("fl_privacy.reporting", "templates"),
-                             autoescape=jinja2.select_autoescape(("html",)), trim_blocks=True, lstrip_blocks=True,
-                             undefined=jinja2.StrictUndefined)
+    """Templates of ``page_templates`` (a module, so Flower's app bundle carries them), HTML-escaped."""
+    from fl_privacy.reporting.page_templates import TEMPLATES
+
+    env = jinja2.Environment(loader=jinja2.DictLoader(TEMPLATES), autoescape=True, trim_blocks=True,
+                             lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     env.filters["num"] = number
     env.filters["pretty"] = pretty
     return env
@@ -68,7 +69,7 @@ def markdown(text: str, base: Path | None = None) -> str:
 
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
 
-    def render_image(renderer, tokens, index, options, env):  # noqa: ANN001, ANN202, ARG001
+    def render_image(renderer, tokens, index, options, env):  # markdown-it render rule signature
         token = tokens[index]
         source = str(token.attrGet("src") or "")
         uri = data_uri(base / source) if base is not None and not re.match(r"^[a-z]+:", source) else None

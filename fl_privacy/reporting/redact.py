@@ -48,8 +48,8 @@ def redact_text(text: str) -> str:
 def redact(value: Any) -> Any:
     """A JSON-like record with secret fields hidden and command lines cleaned, recursively."""
     if isinstance(value, dict):
-        return {k: (HIDDEN if isinstance(k, str) and is_secret_name(k) and value[k] not in (None, "")
-                    else redact(v)) for k, v in value.items()}
+        return {k: (HIDDEN if isinstance(k, str) and is_secret_name(k) and v not in (None, "") else redact(v))
+                for k, v in value.items()}
     if isinstance(value, list):
         return redact_argv(value) if all(isinstance(v, str) for v in value) else [redact(v) for v in value]
     if isinstance(value, str):

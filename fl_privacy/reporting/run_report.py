@@ -76,10 +76,10 @@ def _setting(config: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("data", f"{d.get('dataset')}, {f.get('num_clients')} clients, {partition}"),
         ("model", f"{m.get('name')}" + (f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else "")),
-        ("training", f"{t.get('algorithm')}: {local}, batch {t.get('batch_size')}, lr {t.get('lr')}, "
-                     f"model mode {t.get('model_mode')}"),
-        ("federation", f"{f.get('rounds')} rounds, fraction trained per round {f.get('fraction_train')}, "
-                       f"seed {config.get('seed')}"),
+        ("training", (f"{t.get('algorithm')}: {local}, batch {t.get('batch_size')}, lr {t.get('lr')}, "
+                      f"model mode {t.get('model_mode')}")),
+        ("federation", (f"{f.get('rounds')} rounds, fraction trained per round {f.get('fraction_train')}, "
+                        f"seed {config.get('seed')}")),
     ]
 
 

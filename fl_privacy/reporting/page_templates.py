@@ -1,4 +1,54 @@
-{% extends "base.html" %}
+"""The report pages' Jinja2 templates.
+
+Kept in a Python module, not as ``.html`` package data: Flower builds the app bundle (FAB) that
+the Deployment Engine ships to the SuperLink from ``*.py/*.toml/*.md/*.yaml/*.json`` files only
+(a non-overridable rule of ``flwr build``), and the ServerApp there writes these pages.
+"""
+
+TEMPLATES: dict[str, str] = {}
+
+TEMPLATES['base.html'] = r'''<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>
+  body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d2329; background: #fff;
+         max-width: 1180px; margin: 0 auto; padding: 1.2em 1.6em 4em; }
+  h1 { font-size: 1.6em; margin-bottom: .2em; }
+  h2 { font-size: 1.25em; border-bottom: 1px solid #d5dbe1; padding-bottom: .2em; margin-top: 2em; }
+  h3 { font-size: 1.05em; margin-top: 1.4em; }
+  .status { color: #4b5965; margin-top: 0; }
+  table { border-collapse: collapse; margin: .6em 0 1em; font-size: .9em; }
+  th, td { border: 1px solid #d5dbe1; padding: .25em .55em; text-align: right; vertical-align: top; }
+  th { background: #f1f4f7; }
+  td:first-child, th:first-child, table.kv td, table.kv th, td.text { text-align: left; }
+  table.kv th { font-weight: 600; white-space: nowrap; }
+  figure { display: inline-block; margin: .4em 1em 1em 0; vertical-align: top; }
+  figure img { max-width: 100%; border: 1px solid #e3e7eb; }
+  figcaption { font-size: .82em; color: #4b5965; }
+  .granted { color: #a3361f; font-weight: 600; }
+  .denied { color: #2f6b3a; }
+  .note { background: #fff8e5; border-left: 3px solid #e0b341; padding: .3em .7em; margin: .4em 0; }
+  .missing { color: #a3361f; }
+  .victim { border: 1px solid #e3e7eb; border-radius: 4px; padding: .5em 1em; margin: 1em 0; }
+  code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; font-size: .88em; }
+  pre { background: #f6f8fa; padding: .7em; overflow-x: auto; }
+  details summary { cursor: pointer; color: #2b5d8a; }
+  .columns { display: flex; flex-wrap: wrap; gap: 2em; }
+  .columns > div { flex: 1 1 480px; min-width: 0; }
+  .small { font-size: .85em; color: #4b5965; }
+</style>
+</head>
+<body>
+{% block body %}{% endblock %}
+<p class="small">Written {{ written }} by fl-privacy. Self-contained: every picture is inside this file.</p>
+</body>
+</html>
+'''
+
+TEMPLATES['run.html'] = r'''{% extends "base.html" %}
 {% block body %}
 <h1>{{ title }}</h1>
 <p class="status">{{ status }} · <code>{{ root }}</code></p>
@@ -114,3 +164,38 @@
 <table class="kv">{% for k, v in environment.items() %}<tr><th>{{ k }}</th><td>{{ v | pretty }}</td></tr>{% endfor %}</table>
 </details>
 {% endblock %}
+'''
+
+TEMPLATES['experiment.html'] = r'''{% extends "base.html" %}
+{% block body %}
+<p class="status">{{ title }} · {{ status }}</p>
+{{ results_html | safe }}
+
+<h2>The papers' numbers</h2>
+{% if papers %}
+<p class="small">From <code>{{ papers.source }}</code>: the recorded quick-profile results of this file, the paper's
+numbers and how they compare (written when that section was last measured; the tables above are this run's).</p>
+<div class="note">{{ papers.html | safe }}</div>
+{% elif paper %}
+<p>Paper: {{ paper }}. No section of <code>experiments/RESULTS.md</code> names this file yet.</p>
+{% else %}
+<p>This experiment does not name a paper.</p>
+{% endif %}
+
+<h2>Points: one example each, costs and the runs' own pages</h2>
+<table>
+<tr><th>point</th><th>settings</th><th>runs</th><th>wall s (sum)</th><th>s/iter (mean)</th><th>bytes/client/round</th><th>run pages</th></tr>
+{% for p in points %}
+<tr><td>{{ p.index }}</td><td class="text">{{ p.label }}</td><td>{{ p.runs }}</td><td>{{ p.costs.seconds }}</td>
+<td>{{ p.costs.per_iteration }}</td><td>{{ p.costs.bytes }}</td>
+<td>{% for link in p.links %}<a href="{{ link }}">{{ loop.index }}</a> {% endfor %}</td></tr>
+{% endfor %}
+</table>
+{% for p in points if p.example %}
+<figure style="max-width: 380px"><img src="{{ p.example.src }}" alt="point {{ p.index }}">
+<figcaption>point {{ p.index }} ({{ p.label }}): {{ p.example.caption }}</figcaption></figure>
+{% endfor %}
+
+{{ tail_html | safe }}
+{% endblock %}
+'''
