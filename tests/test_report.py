@@ -177,3 +177,14 @@ def test_browser_check_catches_a_broken_image_and_a_blank_page(tmp_path):
     result = load_in_browser(page, tmp_path)
     assert [i["width"] for i in result.images] == [0]
     assert result.ink_fraction < 0.01
+
+
+def test_a_page_that_cannot_be_rendered_is_logged_not_fatal(tmp_path, caplog):
+    from fl_privacy.reporting.run_dir import RunDirectory
+    from fl_privacy.reporting.run_report import write_run_report
+
+    run = RunDirectory(tmp_path / "run")
+    (run.root / "rounds.jsonl").write_text("{not json\n")
+    with caplog.at_level("WARNING", logger="fl_privacy"):
+        assert write_run_report(run) is None
+    assert "report.html" in caplog.text and not (run.root / "report.html").exists()

@@ -9,6 +9,7 @@ each point adds one example picture and its cost, with a link to its runs' own p
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import statistics
@@ -23,8 +24,18 @@ _MAX_EXAMPLES = 48
 """Points shown with a picture (a sweep of hundreds of points keeps a page that opens quickly)."""
 
 
-def write_experiment_report(root: Path, experiment: Any, rows: list[dict[str, str]], *, status: str) -> Path:
-    """Render ``DIR/report.html`` from ``DIR/summary.md`` (written just before) and ``results.csv`` rows."""
+def write_experiment_report(root: Path, experiment: Any, rows: list[dict[str, str]], *, status: str) -> Path | None:
+    """Render ``DIR/report.html`` from ``DIR/summary.md`` (written just before) and ``results.csv`` rows.
+
+    A page that cannot be rendered is logged and skipped: the sweep goes on."""
+    try:
+        return _write(root, experiment, rows, status)
+    except Exception as err:  # noqa: BLE001 - a report must never end a long sweep
+        logging.getLogger("fl_privacy").warning("report.html of %s not written: %s: %s", root, type(err).__name__, err)
+        return None
+
+
+def _write(root: Path, experiment: Any, rows: list[dict[str, str]], status: str) -> Path:
     summary = (root / "summary.md").read_text() if (root / "summary.md").is_file() else f"# {experiment.name}\n"
     head, _, tail = summary.partition("\n## Points\n")
     context = {

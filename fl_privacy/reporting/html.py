@@ -28,7 +28,7 @@ def environment() -> jinja2.Environment:
     from fl_privacy.reporting.page_templates import TEMPLATES
 
     env = jinja2.Environment(loader=jinja2.DictLoader(TEMPLATES), autoescape=True, trim_blocks=True,
-                             lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+                             lstrip_blocks=True)  # a field a record lacks renders empty, not an error
     env.filters["num"] = number
     env.filters["pretty"] = pretty
     return env

@@ -8,6 +8,7 @@ every round and regenerated later: ``python -m fl_privacy.reporting.run_report R
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -24,9 +25,16 @@ REPORT = "report.html"
 _EXTRA_COLUMNS = [("failures", "failures", "{}")]
 
 
-def write_run_report(run: RunDirectory) -> Path:
-    """Render ``report.html`` into the run folder from its current records (cheap: no plotting)."""
-    return write_page(run.root / REPORT, render("run.html", **run_context(run.root)))
+def write_run_report(run: RunDirectory) -> Path | None:
+    """Render ``report.html`` into the run folder from its current records (cheap: no plotting).
+
+    A page that cannot be rendered is logged and skipped: the run and its records go on."""
+    try:
+        return write_page(run.root / REPORT, render("run.html", **run_context(run.root)))
+    except Exception as err:  # noqa: BLE001 - a report must never end a long run
+        logging.getLogger("fl_privacy").warning("report.html of %s not written: %s: %s", run.root,
+                                                type(err).__name__, err)
+        return None
 
 
 def run_context(root: Path) -> dict[str, Any]:
