@@ -184,7 +184,7 @@ numbers and how they compare (written when that section was last measured; the t
 
 <h2>Points: one example each, costs and the runs' own pages</h2>
 <table>
-<tr><th>point</th><th>settings</th><th>runs</th><th>wall s (sum)</th><th>s/iter (mean)</th><th>bytes/client/round</th><th>run pages</th></tr>
+<tr><th>point</th><th class="text">settings</th><th>runs</th><th>wall s (sum)</th><th>s/iter (mean)</th><th>bytes/client/round</th><th>run pages</th></tr>
 {% for p in points %}
 <tr><td>{{ p.index }}</td><td class="text">{{ p.label }}</td><td>{{ p.runs }}</td><td>{{ p.costs.seconds }}</td>
 <td>{{ p.costs.per_iteration }}</td><td>{{ p.costs.bytes }}</td>
