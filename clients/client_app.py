@@ -58,14 +58,14 @@ def train(msg: Message, context: Context) -> Message:
 @app.query()
 def describe_node(msg: Message, context: Context) -> Message:
     """Tell the server which partition this node holds (it routes hosted clients by it)."""
-    node = ConfigRecord({"partition-id": int(context.node_config["partition-id"]),
-                         "num-partitions": int(context.node_config["num-partitions"])})
+    partition, partitions = node_partition(context.node_config)
+    node = ConfigRecord({"partition-id": partition, "num-partitions": partitions})
     return Message(content=RecordDict({"node": node}), reply_to=msg)
 
 
 def client_partition(node_config: dict, assigned: int | None, num_clients: int) -> int:
     """The partition this message trains: the node's own, or one it hosts (client ``p`` on node ``p mod N``)."""
-    node, nodes = int(node_config["partition-id"]), int(node_config["num-partitions"])
+    node, nodes = node_partition(node_config)
     if assigned is None:
         if nodes != num_clients:
             raise ValueError(f"{nodes} SuperNodes but federation.num_clients={num_clients} and no partition assigned")
@@ -73,3 +73,18 @@ def client_partition(node_config: dict, assigned: int | None, num_clients: int) 
     if int(assigned) % nodes != node:
         raise ValueError(f"client {assigned} is hosted by node {int(assigned) % nodes}, not by node {node}")
     return int(assigned)
+
+
+def node_partition(node_config: dict) -> tuple[int, int]:
+    """This SuperNode's ``partition-id`` and ``num-partitions``, or an error that says how to start it."""
+    missing = [key for key in ("partition-id", "num-partitions") if key not in node_config]
+    if missing:
+        raise ValueError(
+            f"this SuperNode has no {' and no '.join(missing)} in its node config: start each SuperNode with "
+            f'--node-config "partition-id=<i> num-partitions=<N>" (i = 0..N-1, N = number of SuperNodes); '
+            f"got node config {dict(node_config)}")
+    node, nodes = int(node_config["partition-id"]), int(node_config["num-partitions"])
+    if not 0 <= node < nodes:
+        raise ValueError(f"node config partition-id={node} outside 0..{nodes - 1} (num-partitions={nodes}): "
+                         f'use --node-config "partition-id=<i> num-partitions=<N>" with 0 <= i < N')
+    return node, nodes

@@ -135,6 +135,9 @@ def _run_ray(config: ExperimentConfig, args: argparse.Namespace) -> int:
         runs.append(run_federation(grid, config, args.out, RoundProgress(config.federation.rounds),
                                    resume=args.resume))
 
+    # Ray starts its worker processes at nice 15 unless told otherwise; clients are the simulation's work, so
+    # they run at normal priority (export RAY_worker_niceness=15 to get Ray's default back).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     res = config.resources
     backend_config = {
         "client_resources": {"num_cpus": res.client_cpus, "num_gpus": res.client_gpus},

@@ -24,10 +24,12 @@ from fl_privacy.data import ImageData
 from fl_privacy.defenses import build_pipeline
 from fl_privacy.dp.guarantee import check_model
 from fl_privacy.dp.report import privacy_block, summary_lines
+from fl_privacy.deployment import announce_failure
 from fl_privacy.evaluation import evaluate_model
 from fl_privacy.progress import RoundProgress
 from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
 from fl_privacy.reporting import RunDirectory, write_summary
+from fl_privacy.reporting.run_report import write_run_report
 from fl_privacy.run_setup import RunSetup, build_model_for, load_split, prepare, resolve_device, victim_steps
 from strategies.checkpoint import RoundCheckpoint, check_resumable, truncate_records
 from strategies.curious_fedavg import CuriousFedAvg
@@ -37,6 +39,7 @@ app = ServerApp()
 
 
 @app.main()
+@announce_failure
 def main(grid: Grid, context: Context) -> None:
     try:
         config = from_run_config(context.run_config)
@@ -135,6 +138,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None,
         record["elapsed_seconds"] = time.time() - started
         run.append_jsonl("rounds.jsonl", record)
         write_summary(run, f"Run {config.name}", notes(server_round), _attack_note(config))
+        write_run_report(run)
         log(INFO, "fl-privacy: %s", _round_line(record))
         if progress is not None:
             progress.round_done(record)
@@ -159,6 +163,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None,
     run.write_json("final.json", {"finished": True, "seconds": time.time() - started, "privacy": guarantee,
                                   **({"resumed_after_round": strategy.round_offset} if resume else {})})
     write_summary(run, f"Run {config.name}", notes(None), _attack_note(config))
+    write_run_report(run)
     if guarantee:
         log(INFO, "fl-privacy: %s mechanism: %s", guarantee["mechanism"], guarantee["guarantee"])
     log(INFO, "fl-privacy: finished in %.1f s; summary at %s", time.time() - started, run.root / "summary.md")
@@ -251,7 +256,8 @@ def discover_nodes(grid: Grid, config: ExperimentConfig, wait: float = 30.0, set
             break
         time.sleep(0.2)
     if not count:
-        raise ConfigError("no SuperNode connected: start the simulation with num-supernodes >= 1")
+        raise ConfigError("no SuperNode connected: start the simulation with num-supernodes >= 1, or (Deployment "
+                          "Engine) start SuperNodes with flower-supernode --superlink <host:port> --node-config ...")
     if count > want:
         raise ConfigError(f"{count} SuperNodes for federation.num_clients={want}: use at most {want} SuperNodes")
     queries = [Message(RecordDict(), node, MessageType.QUERY) for node in grid.get_node_ids()]

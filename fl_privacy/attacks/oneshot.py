@@ -114,6 +114,9 @@ def attack_once(
         f"- defenses: {', '.join(d.name for d in config.defenses) or 'none'}",
     ] + [f"- **warning**: {w}" for w in advice])
     run.write_json("final.json", {"finished": True})
+    from fl_privacy.reporting.run_report import write_run_report
+
+    write_run_report(run)
     return run, entry
 
 

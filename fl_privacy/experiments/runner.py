@@ -42,6 +42,7 @@ from fl_privacy.config import ConfigError, ExperimentConfig
 from fl_privacy.experiments.spec import ATTACK_METRICS, FEDERATION_METRICS, Experiment, Unit, load_experiment, show
 from fl_privacy.experiments.tables import write_summary
 from fl_privacy.inprocess import InProcessGrid
+from fl_privacy.reporting.experiment_report import write_experiment_report
 from strategies.server_app import run_federation
 
 RESULTS = "results.csv"
@@ -282,8 +283,11 @@ def _run(experiment: Experiment, root: Path, started: float, progress: bool, str
     stream.flush()
 
     def summarize(status: str) -> Path:
-        return write_summary(root, experiment, results.read(), elapsed=time.time() - started,
-                             command=command(experiment, root), status=status)
+        rows = results.read()
+        summary = write_summary(root, experiment, rows, elapsed=time.time() - started,
+                                command=command(experiment, root), status=status)
+        write_experiment_report(root, experiment, rows, status=status)
+        return summary
 
     prepare_generators(experiment, todo, stream, progress)
     lpips = _Lpips()

@@ -27,6 +27,7 @@ def environment_info() -> dict[str, Any]:
     import torchvision
 
     import fl_privacy
+    from fl_privacy.reporting.redact import redact_argv
 
     return {
         "fl_privacy": fl_privacy.__version__,
@@ -38,7 +39,7 @@ def environment_info() -> dict[str, Any]:
         "numpy": numpy.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpus": os.cpu_count(),
-        "argv": sys.argv,
+        "argv": redact_argv(sys.argv),  # the ServerApp's command line carries Flower's --token
     }
 
 
