@@ -31,7 +31,8 @@ def local_ray():
     os.environ.setdefault("RAY_worker_niceness", "0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Ray's notice about a future default for GPU visibility
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", runtime_env={"env_vars": worker_env()})
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
+                 runtime_env={"env_vars": worker_env()})
     yield ray
     ray.shutdown()
 

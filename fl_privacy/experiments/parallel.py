@@ -22,7 +22,8 @@ import os
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,11 +117,14 @@ def _connect(options: RayOptions, cpus: int, gpus: float) -> bool:
 
             os.environ.setdefault("RAY_worker_niceness", "0")  # Ray's default (15) starves runs on a busy machine
             workers = options.workers or 1
-            ray.init(num_cpus=workers * cpus, num_gpus=torch.cuda.device_count() if gpus else 0, **common)
+            # address="local": a new instance of our size, even where `ray start` left a cluster to join
+            ray.init(address="local", num_cpus=workers * cpus, num_gpus=torch.cuda.device_count() if gpus else 0,
+                     **common)
     return True
 
 
-def _check_cluster(cpus: int, gpus: float) -> None:
+def _capacity(cpus: int, gpus: float) -> int:
+    """How many runs of this size the Ray cluster holds at once; a clear error when not even one fits."""
     import ray
 
     have = ray.cluster_resources()
@@ -128,6 +132,8 @@ def _check_cluster(cpus: int, gpus: float) -> None:
         raise ConfigError(f"each run asks for {cpus} CPU(s) and {gpus:g} GPU(s) but the Ray cluster has "
                           f"{have.get('CPU', 0):g} CPU(s) and {have.get('GPU', 0):g} GPU(s): lower "
                           f"--cpus-per-run/--gpus-per-run (experiment.resources) or add nodes")
+    fits = int(have["CPU"] // cpus)
+    return min(fits, int(have["GPU"] // gpus)) if gpus else fits
 
 
 # ----------------------------------------------------------------------------- the worker side
@@ -162,22 +168,34 @@ def run_on_ray(experiment: Experiment, root: Path, todo: list[Unit], results: An
     ``DIR/failed.jsonl``). ``refresh`` rewrites the summary after each finished point."""
     import ray
 
-    cpus, gpus = options.per_run(experiment)
     if not todo:
         return []
-    started_here = _connect(options, cpus, gpus)
-    pending: dict[Any, Unit] = {}
+    with _terminate_gracefully():
+        started_here = _connect(options, *options.per_run(experiment))
+        try:
+            failures = _dispatch(experiment, root, todo, results, options, stream, refresh)
+        finally:
+            if started_here:
+                ray.shutdown()
+    put_in_order(results.path, experiment)
+    return failures
+
+
+def _dispatch(experiment: Experiment, root: Path, todo: list[Unit], results: Any, options: RayOptions, stream: Any,
+              refresh: Callable[[], Any]) -> list[dict[str, Any]]:
+    """Keep at most ``workers`` runs in flight, take each back as it finishes (``ray.wait``), write its rows."""
+    import ray
+
+    cpus, gpus = options.per_run(experiment)
+    limit = min(options.workers or len(todo), _capacity(cpus, gpus), len(todo))
+    _note_devices(todo, gpus, stream)
+    print(f"  on Ray: {limit} run(s) at once, {cpus} CPU(s) and {gpus:g} GPU(s) per run", file=stream, flush=True)
+    remote = ray.remote(run_remote).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+    shared = ray.put(experiment)
+    position = {u.row_id: i for i, u in enumerate(experiment.units)}
+    queue, pending = deque(todo), {}
+    progress, failures = _Progress(todo, stream), []
     try:
-        _check_cluster(cpus, gpus)
-        _note_devices(experiment, todo, gpus, stream)
-        remote = ray.remote(run_remote).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
-        shared = ray.put(experiment)
-        position = {u.row_id: i for i, u in enumerate(experiment.units)}
-        queue, limit = deque(todo), options.workers or len(todo)
-        progress = _Progress(todo, stream)
-        failures: list[dict[str, Any]] = []
-        print(f"  on Ray: {min(limit, len(todo))} run(s) at once, {cpus} CPU(s) and {gpus:g} GPU(s) per run",
-              file=stream, flush=True)
         while queue or pending:
             while queue and len(pending) < limit:
                 unit = queue.popleft()
@@ -192,13 +210,31 @@ def run_on_ray(experiment: Experiment, root: Path, todo: list[Unit], results: An
                 failures.append(_record_failure(root, unit, outcome, stream))
             if progress.finished(unit, outcome):
                 refresh()
-        put_in_order(results.path, experiment)
         return failures
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)
-        if started_here:
-            ray.shutdown()
+
+
+@contextmanager
+def _terminate_gracefully() -> Iterator[None]:
+    """SIGTERM leaves through the ``finally`` blocks, like Ctrl-C: pending runs are cancelled, the local Ray
+    instance is stopped and the summary says the sweep stopped early (``kill -9`` cannot be caught)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _collect(ray: Any, ref: Any) -> Outcome:
@@ -222,7 +258,7 @@ def _record_failure(root: Path, unit: Unit, outcome: Outcome, stream: Any) -> di
     return entry
 
 
-def _note_devices(experiment: Experiment, todo: list[Unit], gpus: float, stream: Any) -> None:
+def _note_devices(todo: list[Unit], gpus: float, stream: Any) -> None:
     """Runs without a GPU share see none: 'auto' resolves to the CPU there; say so instead of surprising."""
     import torch
 
