@@ -34,8 +34,6 @@ from fl_privacy.experiments.spec import Experiment, Unit
 FAILED = "failed.jsonl"
 """Runs of the last invocation that raised: row id, point, seed, victim, error, traceback (one JSON per line)."""
 
-_FORWARDED_ENV = ("PYTHONPATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-"""Besides every ``FL_PRIVACY_*`` and ``FLWR_*`` variable: what workers need to import and run this project."""
 
 
 @dataclass(frozen=True)
@@ -90,9 +88,10 @@ def check_options(experiment: Experiment, options: RayOptions) -> None:
 
 def worker_env() -> dict[str, str]:
     """Environment the Ray workers get: this checkout first on ``PYTHONPATH`` (an installed copy elsewhere must not
-    shadow it), the data/cache settings (``FL_PRIVACY_*``), Flower's log level and the thread caps."""
+    shadow it), the data/cache settings (``FL_PRIVACY_*``) and Flower's (``FLWR_*``). Thread counts are set per
+    run (``torch.set_num_threads``), not here."""
     root = str(Path(__file__).resolve().parents[2])
-    env = {k: v for k, v in os.environ.items() if k.startswith(("FL_PRIVACY_", "FLWR_")) or k in _FORWARDED_ENV}
+    env = {k: v for k, v in os.environ.items() if k.startswith(("FL_PRIVACY_", "FLWR_")) or k == "PYTHONPATH"}
     env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
     return env
 
