@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="experiment files: run N runs at once on Ray workers (a local Ray instance, or at most N "
                           "on the cluster of --ray-address); default: one after another in this process")
     run.add_argument("--ray-address", default=None, metavar="ADDR",
-                     help="experiment files: spread the runs over an existing Ray cluster (e.g. auto, or "
-                          "ray://head:10001); its nodes need the project, the data and --out at the same paths")
+                     help="experiment files: spread the runs over an existing Ray cluster (auto, or HEAD_IP:6379 of "
+                          "`ray start --head`); its nodes need the project, the data and --out at the same paths")
     run.add_argument("--cpus-per-run", type=int, default=None, metavar="C",
                      help="with --workers/--ray-address: CPUs (= torch threads) per run (default: "
                           "experiment.resources.cpus, else 1)")
