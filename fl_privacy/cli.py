@@ -1,6 +1,7 @@
 """``fl-privacy``: everything that is not a single ``flwr run``.
 
     fl-privacy run CONFIG.yaml [--set key=value ...] [--out DIR] [--backend inprocess|ray]
+    fl-privacy run EXPERIMENT.yaml [--profile P] [--workers N | --ray-address ADDR]
     fl-privacy attack CONFIG.yaml [--set key=value ...] [--out DIR] [--split test --indices 0,1]
     fl-privacy validate CONFIG.yaml [--set key=value ...]
     fl-privacy doctor
@@ -51,17 +52,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run a whole simulation from a YAML config, or an experiment sweep; prints where the results are."""
-    from fl_privacy.experiments import is_experiment_file, run_experiment
+    from fl_privacy.experiments import is_experiment_file
 
     if args.config and is_experiment_file(args.config):
         if args.backend != "inprocess" or args.supernodes:
-            raise ConfigError("experiments run their points in-process: drop --backend/--supernodes")
+            raise ConfigError("experiments run their points in-process: drop --backend/--supernodes "
+                              "(--workers N spreads the runs over Ray workers)")
         if args.force or args.resume:
             raise ConfigError("--force/--resume apply to single runs: an experiment resumes into its folder by "
                               "itself (finished points are kept); use a new --out to start over")
-        out = run_experiment(args.config, list(args.set or []), args.out, args.profile)
-        print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}")
-        return 0
+        return _run_experiment(args)
+    if args.workers is not None or args.ray_address or args.cpus_per_run is not None or args.gpus_per_run is not None:
+        raise ConfigError("--workers/--ray-address/--cpus-per-run/--gpus-per-run spread the runs of an experiment "
+                          "file (with an `experiment:` section); one federation uses --backend ray")
     if args.profile:
         raise ConfigError("--profile applies to experiment files (with an `experiment:` section)")
     config = _load(args)
@@ -113,6 +116,27 @@ def parse_indices(text: str | None) -> list[int] | None:
     if bad or not parts:
         raise ConfigError(f"--indices must be comma-separated sample numbers like 0,5,9; got {text!r}")
     return [int(p) for p in parts]
+
+
+def _run_experiment(args: argparse.Namespace) -> int:
+    """An experiment sweep: serially in this process, or over Ray workers with --workers / --ray-address."""
+    from fl_privacy.experiments import run_experiment
+    from fl_privacy.experiments.parallel import RayOptions, RunsFailed
+
+    parallel = None
+    if args.workers is not None or args.ray_address:
+        parallel = RayOptions(workers=args.workers, address=args.ray_address, cpus=args.cpus_per_run,
+                              gpus=args.gpus_per_run)
+    elif args.cpus_per_run is not None or args.gpus_per_run is not None:
+        raise ConfigError("--cpus-per-run/--gpus-per-run apply to runs on Ray workers: add --workers N "
+                          "(or --ray-address ADDR)")
+    try:
+        out = run_experiment(args.config, list(args.set or []), args.out, args.profile, parallel=parallel)
+    except RunsFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"results: {out / 'results.csv'}\nsummary: {out / 'summary.md'}")
+    return 0
 
 
 def _run_ray(config: ExperimentConfig, args: argparse.Namespace) -> int:
@@ -237,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="experiment files: which profile (quick = CPU minutes, the default; full = the paper's setting)")
     run.add_argument("--supernodes", type=int, default=0,
                      help="number of SuperNodes (default: one per client); fewer nodes host several clients")
+    run.add_argument("--workers", type=int, default=None, metavar="N",
+                     help="experiment files: run N runs at once on Ray workers (a local Ray instance, or at most N "
+                          "on the cluster of --ray-address); default: one after another in this process")
+    run.add_argument("--ray-address", default=None, metavar="ADDR",
+                     help="experiment files: spread the runs over an existing Ray cluster (auto, or HEAD_IP:6379 of "
+                          "`ray start --head`); its nodes need the project, the data and --out at the same paths")
+    run.add_argument("--cpus-per-run", type=int, default=None, metavar="C",
+                     help="with --workers/--ray-address: CPUs (= torch threads) per run (default: "
+                          "experiment.resources.cpus, else 1)")
+    run.add_argument("--gpus-per-run", type=float, default=None, metavar="G",
+                     help="with --workers/--ray-address: GPUs per run, a fraction such as 0.25 shares one GPU "
+                          "(default: experiment.resources.gpus, else 0)")
     run.set_defaults(func=cmd_run)
 
     attack = sub.add_parser("attack", help="build one client update and attack it (no federation)")

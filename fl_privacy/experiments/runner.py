@@ -39,6 +39,7 @@ import yaml
 from clients.client_app import app as client_app
 from fl_privacy.attacks.oneshot import attack_once
 from fl_privacy.config import ConfigError, ExperimentConfig
+from fl_privacy.experiments.parallel import FAILED, RayOptions, RunsFailed, check_options, run_on_ray
 from fl_privacy.experiments.spec import ATTACK_METRICS, FEDERATION_METRICS, Experiment, Unit, load_experiment, show
 from fl_privacy.experiments.tables import write_summary
 from fl_privacy.inprocess import InProcessGrid
@@ -173,6 +174,16 @@ def _base_row(experiment: Experiment, unit: Unit, root: Path, run_dir: Path) -> 
     return row
 
 
+def run_unit(experiment: Experiment, unit: Unit, root: Path, lpips: _Lpips) -> list[dict[str, Any]]:
+    """One run in a fresh run directory (an unfinished one of an interrupted invocation is cleared first)."""
+    run_dir = unit.run_dir(root)
+    if run_dir.exists() and (root / "points") in run_dir.parents:
+        shutil.rmtree(run_dir)
+    if experiment.mode == "attack":
+        return run_attack_unit(experiment, unit, root, lpips)
+    return run_federation_unit(experiment, unit, root)
+
+
 def run_attack_unit(experiment: Experiment, unit: Unit, root: Path, lpips: _Lpips) -> list[dict[str, Any]]:
     """One victim update built and attacked with ``attack_once``: one row."""
     config = unit.point.configs[unit.seed]
@@ -255,26 +266,34 @@ def run_experiment(
     *,
     progress: bool = True,
     stream: Any = None,
+    parallel: RayOptions | None = None,
 ) -> Path:
     """Validate the whole experiment, then run every unfinished point x seed x victim; return the output directory.
 
     ``profile`` None means ``quick`` (said in the output). ``overrides`` are
     ``key=value`` strings (or a flat dict) applied to every point. Raises
-    ``ConfigError`` before any run when anything is wrong."""
+    ``ConfigError`` before any run when anything is wrong. ``parallel`` spreads
+    the runs over Ray workers (``fl_privacy.experiments.parallel``); then a
+    failing run is recorded and the others go on, and ``RunsFailed`` is raised
+    at the end."""
     stream = stream or sys.stdout
     started = time.time()
     experiment = load_experiment(path, overrides, profile, out=out)
+    if parallel is not None:
+        check_options(experiment, parallel)
     root = experiment.root
     root.mkdir(parents=True, exist_ok=True)
     with _Lock(root):
-        return _run(experiment, root, started, progress, stream)
+        return _run(experiment, root, started, progress, stream, parallel)
 
 
-def _run(experiment: Experiment, root: Path, started: float, progress: bool, stream: Any) -> Path:
+def _run(experiment: Experiment, root: Path, started: float, progress: bool, stream: Any,
+         parallel: RayOptions | None = None) -> Path:
     results = ResultsFile(root, experiment)
     done = results.open()
     units = experiment.units
     todo = [u for u in units if u.row_id not in done]
+    (root / FAILED).unlink(missing_ok=True)  # failures of an earlier invocation are retried now
     default = " (the default; --profile to choose another)" if experiment.profile_defaulted else ""
     print(f"experiment {experiment.name} (mode {experiment.mode}): profile {experiment.profile}{default}; "
           f"profiles: {', '.join(experiment.profiles)}", file=stream)
@@ -290,6 +309,8 @@ def _run(experiment: Experiment, root: Path, started: float, progress: bool, str
         return summary
 
     prepare_generators(experiment, todo, stream, progress)
+    if parallel is not None:
+        return _run_parallel(experiment, root, todo, results, parallel, stream, summarize)
     lpips = _Lpips()
     from tqdm import tqdm
 
@@ -303,20 +324,33 @@ def _run(experiment: Experiment, root: Path, started: float, progress: bool, str
                 summarize("running")  # cheap: after each point, the table so far
             last_point = unit.point
             bar.set_postfix_str(_short(unit), refresh=True)
-            run_dir = unit.run_dir(root)
-            if run_dir.exists() and (root / "points") in run_dir.parents:
-                shutil.rmtree(run_dir)  # an unfinished run of an earlier, interrupted invocation
-            if experiment.mode == "attack":
-                rows = run_attack_unit(experiment, unit, root, lpips)
-            else:
-                rows = run_federation_unit(experiment, unit, root)
-            results.append(rows)
+            results.append(run_unit(experiment, unit, root, lpips))
             bar.update(1)
         finished = True
     finally:
         bar.close()
         summary = summarize("finished" if finished else "stopped early; rerun the command below to resume")
     print(f"summary: {summary}", file=stream)
+    return root
+
+
+def _run_parallel(experiment: Experiment, root: Path, todo: list[Unit], results: ResultsFile, parallel: RayOptions,
+                  stream: Any, summarize: Any) -> Path:
+    """The runs on Ray workers (see ``parallel``); failed runs are listed in the summary and raised at the end."""
+    failures: list[dict[str, Any]] = []
+    status = "stopped early; rerun the command below to resume"
+    try:
+        failures = run_on_ray(experiment, root, todo, results, parallel, stream, lambda: summarize("running"))
+        status = (f"{len(failures)} run(s) failed, errors in {FAILED}; rerun the command below to retry them"
+                  if failures else "finished")
+    finally:
+        summary = summarize(status)
+    print(f"summary: {summary}", file=stream)
+    if failures:
+        first = failures[0]
+        raise RunsFailed(f"{len(failures)} of {len(todo)} run(s) failed (errors in {root / FAILED}); first: point "
+                         f"{first['point_id']} ({first['point']}), seed {first['seed']}: {first['error']}. The other "
+                         f"runs are in {root / RESULTS}; run the same command again to retry the failed ones")
     return root
 
 

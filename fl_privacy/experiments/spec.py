@@ -59,13 +59,15 @@ from fl_privacy.config import (
 
 TOP_KEYS = ("experiment", "base")
 EXPERIMENT_KEYS = ("name", "question", "paper", "notes", "mode", "victims", "sweep", "seeds", "table", "figure",
-                   "generators", "profiles", "comparisons")
+                   "generators", "profiles", "comparisons", "resources")
 VICTIM_KEYS = ("split", "indices", "group", "count", "clients")
 TABLE_KEYS = ("rows", "columns", "metrics", "title", "stats")
 TABLE_STATS = ("mean", "median")
 """Cell statistics: ``mean`` = mean ± sample std, ``median`` = median over victims/seeds."""
 FIGURE_KEYS = ("x", "y", "hue", "title", "name", "logx", "logy")
-PROFILE_KEYS = ("description", "set", "victims", "sweep", "seeds", "generators")
+PROFILE_KEYS = ("description", "set", "victims", "sweep", "seeds", "generators", "resources")
+RUN_RESOURCE_KEYS = ("cpus", "gpus")
+"""``experiment.resources`` (or a profile's): what one run takes on a Ray worker (``fl-privacy run --workers``)."""
 GENERATOR_KEYS = ("dataset", "classes", "split", "epochs", "batch_size", "nz", "ngf", "ndf", "lr", "beta1",
                   "conditional", "max_samples", "max_steps", "seed")
 """Arguments of ``fl_privacy.attacks.generators.train_generator`` an experiment's generator may set."""
@@ -265,6 +267,8 @@ class Experiment:
     """Generators the experiment trains before its first run (GIA-L's auxiliary knowledge): name -> spec."""
     comparisons: list[Any] = field(default_factory=list)
     """The paper's claims as paired comparisons (``fl_privacy.experiments.comparisons.Comparison``)."""
+    run_resources: dict[str, float] = field(default_factory=dict)
+    """CPUs / GPU fraction one run takes on a Ray worker (``--workers``, ``--ray-address``); not fingerprinted."""
 
     def generator_path(self, name: str) -> Path:
         """Where generator ``name`` is kept: ``DIR/generators/<name>.pt`` (trained once, reused on resume)."""
@@ -529,6 +533,7 @@ def load_experiment(
         points=points, units=units, per_round=per_round, root=root,
         generators={k: v for k, v in generators.items() if k in used_generators},
         comparisons=comparisons,
+        run_resources=run_resources(raw, chosen, profile),
     )
     if check_data:
         preflight(experiment)
@@ -563,6 +568,25 @@ def _generators(raw: dict[str, Any], chosen: dict[str, Any], profile: str) -> di
         if spec.get("split", "train") not in ("train", "test"):
             raise ConfigError(f"{where}.split must be 'train' or 'test', not {spec['split']!r}")
     return specs
+
+
+def run_resources(raw: dict[str, Any], chosen: dict[str, Any], profile: str) -> dict[str, float]:
+    """``experiment.resources`` with the profile's on top: ``cpus`` (whole CPUs = torch threads of the run) and
+    ``gpus`` (a fraction of one GPU, or whole GPUs) per run when runs are spread over Ray workers."""
+    merged: dict[str, Any] = {}
+    for where, value in (("experiment.resources", raw.get("resources")),
+                         (f"experiment.profiles.{profile}.resources", chosen.get("resources"))):
+        spec = _mapping(value, where)
+        _check_keys(spec, RUN_RESOURCE_KEYS, where)
+        merged.update(spec)
+    cpus, gpus = merged.get("cpus", 1), merged.get("gpus", 0)
+    if isinstance(cpus, bool) or not isinstance(cpus, int) or cpus < 1:
+        raise ConfigError(f"experiment.resources.cpus must be a whole number of CPUs >= 1 (the run's torch threads), "
+                          f"not {cpus!r}")
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, float)) or gpus < 0 or (gpus > 1 and gpus != int(gpus)):
+        raise ConfigError(f"experiment.resources.gpus must be a fraction of one GPU (0..1, e.g. 0.25) or a whole "
+                          f"number of GPUs, not {gpus!r}")
+    return {"cpus": cpus, "gpus": float(gpus)}
 
 
 def _resolve_generator_refs(data: dict[str, Any], generators: dict[str, dict[str, Any]], root: Path,
