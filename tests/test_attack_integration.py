@@ -32,9 +32,10 @@ ATTACKED = {
 
 
 def test_attack_names_are_the_presets():
+    from fl_privacy.attacks.gia.fedavg import FEDAVG_PRESETS
     from fl_privacy.attacks.gia.latent import LATENT_PRESETS
 
-    assert set(ATTACK_NAMES) == {"none", *PRESETS, *LATENT_PRESETS, "cocktail_party"}
+    assert set(ATTACK_NAMES) == {"none", *PRESETS, *LATENT_PRESETS, *FEDAVG_PRESETS, "cocktail_party"}
 
 
 def test_latent_attack_needs_a_generator(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from fl_privacy.attacks.threat import Observation, Schedule
+from fl_privacy.attacks.threat import LocalTraining, Observation, Schedule
 from fl_privacy.config import ExperimentConfig, ThreatConfig
 from fl_privacy.data import ImageData
 from fl_privacy.recording import RecordedUpdate
@@ -97,6 +97,7 @@ def observe(
         schedule=schedule,
         bn_statistics=bn,
         aggregated_clients=_aggregated_clients(recorded),
+        training=_sent_hyperparameters(config) if recorded.kind == "delta" else None,
     )
 
 
@@ -104,3 +105,10 @@ def _aggregated_clients(recorded: RecordedUpdate) -> int | None:
     """How many clients' updates ``recorded`` sums (secure-aggregation level), None for one client's update."""
     parts = recorded.metadata.get("aggregated_partitions")
     return None if parts is None else len(parts)
+
+
+def _sent_hyperparameters(config: ExperimentConfig) -> LocalTraining:
+    """What the server configured for FedAvg clients (it knows these; the batch order it does not)."""
+    t = config.training
+    return LocalTraining(lr=t.lr, epochs=t.local_epochs, batch_size=t.batch_size, local_steps=t.local_steps,
+                         drop_last=t.drop_last, momentum=t.momentum, weight_decay=t.weight_decay)

@@ -36,13 +36,15 @@ def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = (
     ``pending_generators``: generator files an experiment trains before its first
     run (their absence is not an error yet).
     """
-    from fl_privacy.attacks import GIA_L_NAMES
+    from fl_privacy.attacks import FEDAVG_NAMES, GIA_L_NAMES
     from fl_privacy.attacks.gia import preset
+    from fl_privacy.attacks.gia.fedavg import fedavg_preset
     from fl_privacy.attacks.gia.latent import latent_preset
 
     if config.attack.name == "cocktail_party":
         return cocktail_party_config(config)
     build = latent_preset if config.attack.name in GIA_L_NAMES else preset
+    build = fedavg_preset if config.attack.name in FEDAVG_NAMES else build
     overrides = {"model_mode": config.training.model_mode, **config.attack.gia.overrides()}  # the announced procedure
     threat = config.attack.threat
     try:
@@ -53,6 +55,8 @@ def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = (
         raise ConfigError(f"attack: {err}") from None
     if config.attack.name in GIA_L_NAMES:
         _check_generator(config, pending_generators)
+    if config.attack.name in FEDAVG_NAMES:
+        _check_fedavg_attack(config)
     if cfg.labels == "known" and not threat.labels:
         raise ConfigError("attack.gia.labels is 'known' but the threat level does not grant labels: "
                           "set attack.threat.labels=true or use labels 'infer'")
@@ -69,6 +73,16 @@ def cocktail_party_config(config: ExperimentConfig) -> CocktailPartyConfig:
                           f"model '{config.model.name}' starts with a convolution: use model.name mlp")
     iterations = config.attack.gia.iterations
     return CocktailPartyConfig(seed=config.seed, **({"iterations": iterations} if iterations else {}))
+
+
+def _check_fedavg_attack(config: ExperimentConfig) -> None:
+    """Dimitrov's attack simulates local epochs: it needs FedAvg updates (probes are FedSGD gradients)."""
+    if config.training.algorithm != "fedavg":
+        raise ConfigError(f"attack '{config.attack.name}' attacks FedAvg updates but training.algorithm is "
+                          f"'{config.training.algorithm}': set training.algorithm=fedavg or use inverting_gradients")
+    if config.attack.probe_images:
+        raise ConfigError(f"attack '{config.attack.name}' attacks FedAvg updates; attack.probe_images are one-step "
+                          "FedSGD gradients: set attack.probe_images=0 or use inverting_gradients")
 
 
 def _check_generator(config: ExperimentConfig, pending: Collection[str] = ()) -> None:
@@ -104,8 +118,13 @@ def _generator(path: str, device: str):  # noqa: ANN202
 
 
 def _reconstruct(obs, cfg, config: ExperimentConfig, device):  # noqa: ANN001, ANN202
-    """GIA-O, GIA-L or the Cocktail Party Attack, as ``attack.name`` says."""
-    from fl_privacy.attacks import GIA_L_NAMES
+    """GIA-O, GIA-L, Dimitrov's FedAvg attack or the Cocktail Party Attack, as ``attack.name`` says."""
+    from fl_privacy.attacks import FEDAVG_NAMES, GIA_L_NAMES
+
+    if config.attack.name in FEDAVG_NAMES:
+        from fl_privacy.attacks.gia.fedavg import reconstruct_fedavg
+
+        return reconstruct_fedavg(obs, cfg, device=device, progress=config.attack.progress)
 
     if config.attack.name == "cocktail_party":
         try:

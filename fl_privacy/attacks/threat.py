@@ -43,6 +43,25 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class LocalTraining:
+    """The FedAvg hyperparameters the server itself sent to the client (it configured them).
+
+    Not the batch order: which samples went into which step stays unknown unless
+    a ``Schedule`` is granted. Dimitrov et al. 2022 ("Data Leakage in Federated
+    Averaging") assume exactly this knowledge: lr, epochs, batch size.
+    """
+
+    lr: float
+    epochs: int
+    batch_size: int
+    local_steps: int = 0
+    """Stop after this many SGD steps (0 = whole epochs)."""
+    drop_last: bool = False
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything an attack may use. Built by ``observe``; ground truth never enters."""
 
@@ -73,6 +92,8 @@ class Observation:
     """Secure-aggregation level: ``update`` is the round's weighted mean over this many clients' updates
     (``num_examples`` is their total); None: ``update`` is one client's own."""
     extra: dict[str, object] = field(default_factory=dict)
+    training: LocalTraining | None = None
+    """FedAvg updates: the local-training hyperparameters the server sent (never the batch order)."""
 
     def pixel_box(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Valid range of each channel in the attack's (normalized) input space."""
