@@ -37,21 +37,24 @@ class BestIterate:
     def _rows(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return mask.view(-1, *([1] * (like.dim() - 1)))
 
-    def update(self, it: int, evaluated: list[torch.Tensor], value: torch.Tensor) -> None:
-        """``value`` (rows,): the objective at ``evaluated`` (the variables before this iteration's step)."""
+    def update(self, it: int | torch.Tensor, evaluated: list[torch.Tensor], value: torch.Tensor) -> None:
+        """``value`` (rows,): the objective at ``evaluated`` (the variables before this iteration's step).
+
+        Updates state in place only (``it`` may be a device counter), so a CUDA graph can capture it.
+        """
         value = torch.nan_to_num(value.detach().to(self.best_value.dtype), nan=math.inf)
         better = (value < self.best_value) & self.active
-        self.best_value = torch.where(better, value, self.best_value)
+        self.best_value.copy_(torch.where(better, value, self.best_value))
         for best, now in zip(self.best, evaluated):
             best.copy_(torch.where(self._rows(better, best), now.detach(), best))
-        self.used = self.used + self.active.long()
+        self.used.add_(self.active.long())
         if not self.window:
             return
         first = torch.isinf(self.ref_value)
         improved = self.active & (first | (value < self.ref_value - self.tol * self.ref_value.abs()))
-        self.ref_value = torch.where(improved, value, self.ref_value)
-        self.ref_iter = torch.where(improved, torch.full_like(self.ref_iter, it), self.ref_iter)
-        self.active = self.active & (it - self.ref_iter < self.window)
+        self.ref_value.copy_(torch.where(improved, value, self.ref_value))
+        self.ref_iter.copy_(torch.where(improved, it, self.ref_iter))
+        self.active.copy_(self.active & (it - self.ref_iter < self.window))
 
     def freeze(self, variables: list[torch.Tensor], before: list[torch.Tensor]) -> None:
         """Put the rows that are done back to where they were before the optimiser step."""
