@@ -174,6 +174,8 @@ class GIAOptions(_Section):
                                           "improved by early_stop_tol (relative) in this many iterations; 0 = off.")
     early_stop_tol: float | None = Field(default=None, ge=0, description="GIA-O early stopping: relative improvement "
                                          "that counts (default 1e-3).")
+    cuda_graph: bool | None = Field(default=None, description="GIA-O with Adam on a GPU: replay the attack "
+                                    "iteration as a CUDA graph (same numbers, less launch overhead).")
     parameters: list[str] | None = Field(default=None, description="Match only the gradients of parameters whose "
                                          "names start with one of these prefixes (SoK Table III: one inception "
                                          "block, e.g. features.inception_3a); unset = all.")
