@@ -132,11 +132,10 @@ class CuriousFedAvg(FedAvg):
         log(INFO, "aggregate_train: %d replies, %d failures", len(pids), failures)
         if not pids:
             return None, None
-        recorded = [
-            self.recorder.record(RecordedUpdate.from_reply(
-                self.config, server_round, pid, self._sent, received, self.param_names, weight))
+        recorded = self.recorder.record_round([  # the round's victims share the global model: attacked together
+            RecordedUpdate.from_reply(self.config, server_round, pid, self._sent, received, self.param_names, weight)
             for pid, (received, weight) in sorted(candidates.items())
-        ]
+        ])
         aggregated = self._server_step(mean.result(), len(pids))
         if self.config.training.algorithm == "fedsgd":  # clients sent gradients: the server takes the SGD step
             aggregated = {**apply_gradient(self._sent, aggregated, self.config.training.lr),

@@ -605,6 +605,8 @@ def reconstruct_victims(observations: Sequence[Observation], cfg: GIAConfig,
                 replay = _capture(iteration)
         total = replay() if replay is not None else _warm(iteration, graphed)
         if scheduler is not None:
+            if graphed:
+                scheduler.optimizer.step()  # the stand-in (no gradients: a no-op), so the scheduler keeps count
             scheduler.step()
         _log_step(it, total, trace, slot, bar, cfg.iterations)
         steps = it + 1
