@@ -176,6 +176,11 @@ class GIAOptions(_Section):
                                          "that counts (default 1e-3).")
     cuda_graph: bool | None = Field(default=None, description="GIA-O with Adam on a GPU: replay the attack "
                                     "iteration as a CUDA graph (same numbers, less launch overhead).")
+    batching: Literal["auto", "vmap", "loop"] | None = Field(default=None, description="GIA-O: rows (restarts x "
+                                                             "victims) in one vmap pass or one by one; auto: vmap on "
+                                                             "a GPU, loop on a CPU.")
+    lean_convolutions: bool | None = Field(default=None, description="GIA-O: convolutions whose double backward "
+                                           "skips the unneeded weight gradient (fewer FLOPs, same numbers).")
     parameters: list[str] | None = Field(default=None, description="Match only the gradients of parameters whose "
                                          "names start with one of these prefixes (SoK Table III: one inception "
                                          "block, e.g. features.inception_3a); unset = all.")

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from fl_privacy.attacks.gia.objectives import OBJECTIVES, layer_weights
+from fl_privacy.attacks.gia.objectives import OBJECTIVES, layer_weights, target_norms
 from fl_privacy.attacks.gia.priors import bn_statistics, l2_norm, total_variation
 from fl_privacy.attacks.gia.stopping import BestIterate
 from fl_privacy.attacks.gia.unroll import unrolled_delta
@@ -151,6 +151,15 @@ class GIAConfig:
     ``early_stop_tol`` within this many iterations; 0 = off (the reference attacks run their full budget)."""
     early_stop_tol: float = 1e-3
     """Relative improvement that counts for early stopping: ``loss < best_recent * (1 - tol)``."""
+    batching: Literal["auto", "vmap", "loop"] = "auto"
+    """How the rows (restarts x victims) go through the model: one ``torch.func.vmap`` pass ("vmap") or
+    one pass per row ("loop"); "auto": vmap on a GPU, loop on a CPU. On one CPU thread vmap's per-row
+    parameter gradients cost more than separate passes (benchmarks/attack_speed.py), and with oneDNN's CPU
+    kernels (torch 2.14) vmap gives the first row of a ConvNet problem a wrong image gradient (0.5% of its
+    max against float64 autograd; without oneDNN, and in "loop", it agrees to 1e-11)."""
+    lean_convolutions: bool = False
+    """Use convolutions whose double backward skips the weight gradient the attack never needs
+    (``fl_privacy.attacks.gia.conv``): 1/8 fewer FLOPs on ConvNet-64; same numbers."""
     cuda_graph: bool = False
     """Adam on a CUDA device: capture one iteration as a CUDA graph after 3 eager ones and replay it
     (removes the per-kernel launch cost that dominates small models on a GPU); same numbers as eager."""
@@ -294,6 +303,11 @@ class GIAProblem:
         else:
             model.eval()
         self.model = model
+        self.batching = cfg.batching if cfg.batching != "auto" else ("vmap" if self.device.type == "cuda" else "loop")
+        if cfg.lean_convolutions:
+            from fl_privacy.attacks.gia.conv import use_lean_convolutions
+
+            use_lean_convolutions(model)
 
         all_names = [n for n, _ in model.named_parameters()]
         missing = [n for n in all_names if n not in obs.global_params]
@@ -323,6 +337,7 @@ class GIAProblem:
         weights = layer_weights(len(self.names), cfg.layer_weights).tolist()
         self.weights = None if all(w == 1.0 for w in weights) else weights
         self.distance_fn = OBJECTIVES[self.objective]
+        self.target_norms = target_norms(self.target, victims=len(victims) > 1)
 
         self.bn_modules = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.bn_target: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -407,18 +422,27 @@ class GIAProblem:
         return [grads[n] for n in self.names], stats
 
     def candidates(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
-        """Candidate updates of all restarts in one vmapped pass: list of (R, *param_shape), BN stats (R, C)."""
+        """Candidate updates of all rows (restarts x victims): list of (R, *param_shape), BN stats (R, C).
+
+        "vmap": one vectorised pass (rows folded into the batch: fast on a GPU); "loop": row by row
+        (on a CPU thread vmap's per-row parameter gradients cost more than R separate passes)."""
         if x.dim() != 5 or x.shape[1] != self.batch_size or x.shape[0] % self.victims:
             raise ValueError(f"x must be (R, {self.batch_size}, C, H, W) with R a multiple of {self.victims} victims, "
                              f"got {tuple(x.shape)}")
         # labels shared by all rows (B,), or one row per candidate: class ids (R, B) or soft labels (R, B, K)
         y_dim = 0 if y.dim() == 3 or (y.dim() == 2 and not y.is_floating_point()) else None
-        return torch.func.vmap(self._one_restart, in_dims=(0, y_dim), randomness="different")(x, y)
+        if self.batching == "vmap":
+            return torch.func.vmap(self._one_restart, in_dims=(0, y_dim), randomness="different")(x, y)
+        rows = [self._one_restart(x[r], y[r] if y_dim == 0 else y) for r in range(x.shape[0])]
+        cand = [torch.stack(layer) for layer in zip(*(row[0] for row in rows))]
+        stats = tuple((torch.stack(means), torch.stack(variances))
+                      for means, variances in (zip(*layer) for layer in zip(*(row[1] for row in rows))))
+        return cand, stats
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(optimised loss, gradient distance), each (R,)."""
         cand, stats = self.candidates(x, y)
-        distance = self.distance_fn(cand, self.target, self.weights)
+        distance = self.distance_fn(cand, self.target, self.weights, self.target_norms)
         total = distance * self.cfg.objective_scale if self.cfg.objective_scale != 1.0 else distance
         if self.cfg.tv:
             total = total + self.cfg.tv * total_variation(x)

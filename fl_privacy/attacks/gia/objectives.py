@@ -73,12 +73,17 @@ def _diff_sq(g: torch.Tensor, t: torch.Tensor, scale: torch.Tensor | None = None
     return (gv - tv).pow(2).sum(2).reshape(-1)
 
 
-def _target_sq(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def target_norms(target: Sequence[torch.Tensor], victims: bool = False) -> list[torch.Tensor]:
+    """||t_l||^2 of every layer: a scalar, or (V,) for per-victim targets. Constant over an attack: computed once."""
+    return [t.flatten(1).pow(2).sum(1) if victims else t.pow(2).sum() for t in target]
+
+
+def _target_sq(t: torch.Tensor, like: torch.Tensor, norm: torch.Tensor | None = None) -> torch.Tensor:
     """||t||^2 per candidate (its victim's target): (R,) or a scalar for one shared target."""
     if t.dim() != like.dim():
-        return t.pow(2).sum()
-    gv, tv = _by_victim(like, t)
-    return tv.pow(2).sum(2).expand(gv.shape[0], gv.shape[1]).reshape(-1)
+        return t.pow(2).sum() if norm is None else norm
+    norm = t.flatten(1).pow(2).sum(1) if norm is None else norm  # (V,)
+    return norm.repeat_interleave(like.shape[0] // t.shape[0])
 
 
 def _sq(g: torch.Tensor) -> torch.Tensor:
@@ -103,14 +108,16 @@ def layer_weights(n_layers: int, kind: Literal["uniform", "linear"] = "uniform")
     raise ValueError(f"layer weights kind must be 'uniform' or 'linear', got {kind!r}")
 
 
-def l2_distance(cand: Sequence[torch.Tensor], target: Sequence[torch.Tensor], weights: Weights = None) -> torch.Tensor:
-    """Squared Euclidean distance ``sum_l w_l ||g_l - t_l||^2`` (DLG, Zhu et al. 2019)."""
+def l2_distance(cand: Sequence[torch.Tensor], target: Sequence[torch.Tensor], weights: Weights = None,
+                norms: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+    """Squared Euclidean distance ``sum_l w_l ||g_l - t_l||^2`` (DLG, Zhu et al. 2019); ``norms`` unused."""
     _check(cand, target)
     w = _weights(weights, len(cand))
     return sum(wl * _diff_sq(g, t) for wl, g, t in zip(w, cand, target))  # type: ignore[return-value]
 
 
-def cosine_distance(cand: Sequence[torch.Tensor], target: Sequence[torch.Tensor], weights: Weights = None) -> torch.Tensor:
+def cosine_distance(cand: Sequence[torch.Tensor], target: Sequence[torch.Tensor], weights: Weights = None,
+                    norms: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """``1 - <g, t> / (||g|| ||t||)`` over all layers concatenated into one vector.
 
     Inverting Gradients (Geiping et al. 2020): the weights multiply each
@@ -122,11 +129,13 @@ def cosine_distance(cand: Sequence[torch.Tensor], target: Sequence[torch.Tensor]
     w = _weights(weights, len(cand))
     dot = sum(wl * _dot(g, t) for wl, g, t in zip(w, cand, target))
     gn = sum(wl * _sq(g) for wl, g in zip(w, cand))
-    tn = sum(wl * _target_sq(t, g) for wl, g, t in zip(w, cand, target))
+    norms = norms or [None] * len(cand)  # ``target_norms(target)``, when the caller keeps them
+    tn = sum(wl * _target_sq(t, g, n) for wl, g, t, n in zip(w, cand, target, norms))
     return 1.0 - dot / (gn.clamp_min(_EPS).sqrt() * tn.clamp_min(_EPS).sqrt())  # type: ignore[union-attr]
 
 
-def scaled_l2_distance(cand: Sequence[torch.Tensor], target: Sequence[torch.Tensor], weights: Weights = None) -> torch.Tensor:
+def scaled_l2_distance(cand: Sequence[torch.Tensor], target: Sequence[torch.Tensor], weights: Weights = None,
+                       norms: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """Scale-free squared L2: ``min_{s >= 0} sum_l w_l ||g_l - s t_l||^2``.
 
     For an update whose scale is unknown (FedAvg with an unknown schedule, where
@@ -138,7 +147,8 @@ def scaled_l2_distance(cand: Sequence[torch.Tensor], target: Sequence[torch.Tens
     _check(cand, target)
     w = _weights(weights, len(cand))
     dot = sum(wl * _dot(g, t) for wl, g, t in zip(w, cand, target))
-    tn = sum(wl * _target_sq(t, g) for wl, g, t in zip(w, cand, target))
+    norms = norms or [None] * len(cand)  # ``target_norms(target)``, when the caller keeps them
+    tn = sum(wl * _target_sq(t, g, n) for wl, g, t, n in zip(w, cand, target, norms))
     s = dot.clamp_min(0) / tn.clamp_min(_EPS)  # type: ignore[union-attr]
     out = 0
     for wl, g, t in zip(w, cand, target):
