@@ -5,7 +5,8 @@
 
 For ConvNet-64 and ResNet-18 (CIFAR-10 shape, untrained, eval mode; FedSGD; ``inverting_gradients``,
 labels known) at batch 1 and batch 8: seconds per iteration (median over ``--repeats`` timed runs of
-``--iterations`` each, after a warm-up), FLOPs per iteration counted with ``torch.utils.flop_counter``
+``--iterations`` each, after a warm-up; an attack of 1 iteration is subtracted so set-up and final
+scoring do not count; CPU: the process's CPU time, so other jobs on the machine do not inflate it), FLOPs per iteration counted with ``torch.utils.flop_counter``
 (forward, parameter gradient with ``create_graph``, image gradient), the achieved GFLOP/s, and the
 machine's own peak measured in the same run (a large matmul and a large 3x3 convolution, same threads).
 Then the scaling of batched problems, every pair timed alternately so both see the same load:
@@ -56,20 +57,32 @@ def victims(model_key: str, n: int, batch: int, size: int = 32) -> list[Observat
     return out
 
 
-def config(iterations: int, restarts: int = 1, cuda_graph: bool = False):  # noqa: ANN201
+def config(iterations: int, restarts: int = 1, cuda_graph: bool = False, **options):  # noqa: ANN201
     return preset("inverting_gradients", labels="known", model_mode="eval", iterations=iterations,
-                  restarts=restarts, cuda_graph=cuda_graph)
+                  restarts=restarts, cuda_graph=cuda_graph, **options)
+
+
+def _attack_seconds(observations, cfg, device: str) -> float:  # noqa: ANN001
+    """One whole attack call: on a CPU the process's CPU time (one thread: the compute, unaffected by other
+    jobs sharing the machine), on a GPU wall time."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        reconstruct_victims(observations, cfg, device=device)
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+    start = time.process_time()
+    reconstruct_victims(observations, cfg, device=device)
+    return time.process_time() - start
 
 
 def seconds_per_iteration(observations, cfg, device: str) -> float:  # noqa: ANN001
-    """Wall seconds per iteration of one attack (the loop only: ``GIAResult.seconds_per_iteration``)."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    reconstruct_victims(observations, cfg, device=device)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / cfg.iterations
+    """(attack of 1 + n iterations - attack of 1 iteration) / n: the set-up and final scoring cancel."""
+    from dataclasses import replace
+
+    short = _attack_seconds(observations, replace(cfg, iterations=1), device)
+    long = _attack_seconds(observations, replace(cfg, iterations=1 + cfg.iterations), device)
+    return max(long - short, 0.0) / cfg.iterations
 
 
 def flops_per_iteration(observations, cfg, device: str) -> int:  # noqa: ANN001
@@ -88,17 +101,19 @@ def flops_per_iteration(observations, cfg, device: str) -> int:  # noqa: ANN001
 
 def peak_gflops(device: str, seconds: float = 1.0) -> dict[str, float]:
     """This machine's throughput on a large matmul and a large 3x3 convolution (same device and threads)."""
+    clock = time.perf_counter if device.startswith("cuda") else time.process_time  # as seconds_per_iteration
+
     def rate(fn, flops: float) -> float:  # noqa: ANN001
         fn()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        start, n = time.perf_counter(), 0
-        while time.perf_counter() - start < seconds:
+        start, n = clock(), 0
+        while clock() - start < seconds:
             fn()
             n += 1
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
-        return flops * n / (time.perf_counter() - start) / 1e9
+        return flops * n / (clock() - start) / 1e9
 
     size = 4096 if device.startswith("cuda") else 1024
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
@@ -135,19 +150,21 @@ def main() -> None:
           f"{args.repeats} runs per timing (median)\n")
     peak = peak_gflops(dev)
     print(f"peak in this run: matmul {peak['matmul']:.1f} GFLOP/s, 3x3 conv (8x256x32x32) {peak['conv3x3']:.1f} GFLOP/s\n")
-    print("| model | batch | s/iteration | GFLOP/iteration | GFLOP/s | % of conv peak | % of matmul peak |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | batch | engine | s/iteration | GFLOP/iteration | GFLOP/s | % of conv peak | % of matmul peak |")
+    print("|---|---|---|---|---|---|---|---|")
+    engines = {"vmap (before)": {"batching": "vmap"}, "default": {}, "lean convolutions": {"lean_convolutions": True}}
     for key in args.models:
         for batch in (1, 8):
             obs = victims(key, 1, batch)
-            cfg = config(args.iterations, cuda_graph=graph)
-            seconds_per_iteration(obs, config(1), dev)  # warm-up
-            t = statistics.median(seconds_per_iteration(obs, cfg, dev) for _ in range(args.repeats))
-            flops = flops_per_iteration(obs, cfg, dev)
-            rate = flops / t / 1e9
-            print(f"| {key} | {batch} | {t:.4f} | {flops / 1e9:.2f} | {rate:.1f} | {100 * rate / peak['conv3x3']:.0f}% | "
-                  f"{100 * rate / peak['matmul']:.0f}% |", flush=True)
-    print(f"\n| model | scaling (batch 1) | one s/it | batched s/it | ratio | target |")
+            for engine, options in engines.items():
+                cfg = config(args.iterations, cuda_graph=graph, **options)
+                seconds_per_iteration(obs, config(1, **options), dev)  # warm-up
+                t = statistics.median(seconds_per_iteration(obs, cfg, dev) for _ in range(args.repeats))
+                flops = flops_per_iteration(obs, cfg, dev)
+                rate = flops / t / 1e9
+                print(f"| {key} | {batch} | {engine} | {t:.4f} | {flops / 1e9:.2f} | {rate:.1f} | "
+                      f"{100 * rate / peak['conv3x3']:.0f}% | {100 * rate / peak['matmul']:.0f}% |", flush=True)
+    print("\n| model | scaling (batch 1) | one s/it | batched s/it | ratio | target |")
     print("|---|---|---|---|---|---|")
     for key in args.models:
         obs = victims(key, args.victims, 1)
@@ -156,6 +173,13 @@ def main() -> None:
                                args.repeats)
         print(f"| {key} | {args.restarts} restarts vs 1 | {one_r:.4f} | {many_r:.4f} | {many_r / one_r:.2f}x | "
               f"<= 3x: {'met' if many_r / one_r <= 3 else 'not met'} |", flush=True)
+        if not dev.startswith("cuda"):  # the vmap path, for comparison (the default on a GPU)
+            one_v, many_v = paired(
+                lambda: seconds_per_iteration(obs[:1], config(args.iterations, 1, graph, batching="vmap"), dev),
+                lambda: seconds_per_iteration(obs[:1], config(args.iterations, args.restarts, graph, batching="vmap"),
+                                              dev), args.repeats)
+            print(f"| {key} | {args.restarts} restarts vs 1 (vmap) | {one_v:.4f} | {many_v:.4f} | "
+                  f"{many_v / one_v:.2f}x | <= 3x: {'met' if many_v / one_v <= 3 else 'not met'} |", flush=True)
         one_v, many_v = paired(lambda: seconds_per_iteration(obs[:1], config(args.iterations, 1, graph), dev),
                                lambda: seconds_per_iteration(obs, config(args.iterations, 1, graph), dev),
                                args.repeats)
