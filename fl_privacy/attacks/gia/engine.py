@@ -439,10 +439,32 @@ class GIAProblem:
                       for means, variances in (zip(*layer) for layer in zip(*(row[1] for row in rows))))
         return cand, stats
 
+    def _row_distances(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """"loop": each row's distance right after its candidate (no stacked copy of R parameter-sized gradients)."""
+        y_dim = 0 if y.dim() == 3 or (y.dim() == 2 and not y.is_floating_point()) else None
+        per_victim = x.shape[0] // self.victims
+        distances, stats = [], []
+        for r in range(x.shape[0]):
+            cand, row_stats = self._one_restart(x[r], y[r] if y_dim == 0 else y)
+            v = r // per_victim
+            target = self.target if self.victims == 1 else [t[v] for t in self.target]
+            norms = self.target_norms if self.victims == 1 else [n[v] for n in self.target_norms]
+            distances.append(self.distance_fn([c.unsqueeze(0) for c in cand], target, self.weights, norms))
+            stats.append(row_stats)
+        stacked = tuple((torch.stack([s[i][0] for s in stats]), torch.stack([s[i][1] for s in stats]))
+                        for i in range(len(stats[0])))
+        return torch.cat(distances), stacked
+
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(optimised loss, gradient distance), each (R,)."""
-        cand, stats = self.candidates(x, y)
-        distance = self.distance_fn(cand, self.target, self.weights, self.target_norms)
+        if self.batching == "loop":
+            if x.dim() != 5 or x.shape[1] != self.batch_size or x.shape[0] % self.victims:
+                raise ValueError(f"x must be (R, {self.batch_size}, C, H, W) with R a multiple of {self.victims} "
+                                 f"victims, got {tuple(x.shape)}")
+            distance, stats = self._row_distances(x, y)
+        else:
+            cand, stats = self.candidates(x, y)
+            distance = self.distance_fn(cand, self.target, self.weights, self.target_norms)
         total = distance * self.cfg.objective_scale if self.cfg.objective_scale != 1.0 else distance
         if self.cfg.tv:
             total = total + self.cfg.tv * total_variation(x)
