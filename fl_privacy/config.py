@@ -219,6 +219,19 @@ class GIAOptions(_Section):
     bound: Literal["none", "tanh"] | None = None
     generator_steps: int | None = Field(default=None, ge=0)
     generator_lr: float | None = Field(default=None, gt=0)
+    return_iterate: Literal["best", "last"] | None = Field(default=None, description="GIA-O: score and return "
+                                                           "each restart's best iterate (default) or its last one.")
+    early_stop_window: int | None = Field(default=None, ge=0, description="GIA-O: stop a restart whose loss has not "
+                                          "improved by early_stop_tol (relative) in this many iterations; 0 = off.")
+    early_stop_tol: float | None = Field(default=None, ge=0, description="GIA-O early stopping: relative improvement "
+                                         "that counts (default 1e-3).")
+    cuda_graph: bool | None = Field(default=None, description="GIA-O with Adam on a GPU: replay the attack "
+                                    "iteration as a CUDA graph (same numbers, less launch overhead).")
+    batching: Literal["auto", "vmap", "loop"] | None = Field(default=None, description="GIA-O: rows (restarts x "
+                                                             "victims) in one vmap pass or one by one; auto: vmap on "
+                                                             "a GPU, loop on a CPU.")
+    lean_convolutions: bool | None = Field(default=None, description="GIA-O: convolutions whose double backward "
+                                           "skips the unneeded weight gradient (fewer FLOPs, same numbers).")
     parameters: list[str] | None = Field(default=None, description="Match only the gradients of parameters whose "
                                          "names start with one of these prefixes (SoK Table III: one inception "
                                          "block, e.g. features.inception_3a); unset = all.")

@@ -143,18 +143,26 @@ class UpdateRecorder:
 
     def record(self, recorded: RecordedUpdate) -> dict[str, Any]:
         """Store one victim's update and its ground truth; run the attack hook on it."""
-        r, pid = recorded.server_round, recorded.partition_id
-        recorded.save(self.run.update_path(r, pid))
-        self.run.write_json(str(self.run.ground_truth_path(r, pid).relative_to(self.run.root)),
-                            self._ground_truth(recorded))
-        entry: dict[str, Any] = {"round": r, "partition_id": pid, "num_examples": recorded.num_examples,
-                                 "update_file": str(self.run.update_path(r, pid).relative_to(self.run.root))}
-        if self.attack is not None:
-            outcome = self.attack(recorded)
-            if outcome:
-                entry.update(outcome)
-        self.run.append_jsonl("victims.jsonl", entry)
-        return entry
+        return self.record_round([recorded])[0]
+
+    def record_round(self, recorded: list[RecordedUpdate]) -> list[dict[str, Any]]:
+        """Store a round's victims; attack them together when the hook can (``hook.round``), else one by one."""
+        entries = []
+        for rec in recorded:
+            r, pid = rec.server_round, rec.partition_id
+            rec.save(self.run.update_path(r, pid))
+            self.run.write_json(str(self.run.ground_truth_path(r, pid).relative_to(self.run.root)),
+                                self._ground_truth(rec))
+            entries.append({"round": r, "partition_id": pid, "num_examples": rec.num_examples,
+                            "update_file": str(self.run.update_path(r, pid).relative_to(self.run.root))})
+        if self.attack is not None and recorded:
+            together = getattr(self.attack, "round", None)
+            outcomes = together(recorded) if together is not None else [self.attack(rec) for rec in recorded]
+            for entry, outcome in zip(entries, outcomes):
+                entry.update(outcome or {})
+        for entry in entries:
+            self.run.append_jsonl("victims.jsonl", entry)
+        return entries
 
 
 def public_num_examples(config: ExperimentConfig, reported: int | None) -> int:

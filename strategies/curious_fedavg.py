@@ -200,11 +200,10 @@ class CuriousFedAvg(FedAvg):
         if not pids:
             self.round_info[server_round].update(victims=failed_victims, recorded=[])
             return self._noise_only(server_round), None
-        recorded = [
-            self.recorder.record(RecordedUpdate.from_reply(
-                self.config, server_round, pid, self._sent, received, self.param_names, weight))
+        recorded = self.recorder.record_round([  # the round's victims share the global model: attacked together
+            RecordedUpdate.from_reply(self.config, server_round, pid, self._sent, received, self.param_names, weight)
             for pid, (received, weight) in sorted(candidates.items())
-        ]
+        ])
         mean_state = mean.result()
         if self.recorder.wants_aggregate(server_round):  # secure aggregation: the mean is all the server sees
             recorded.append(self.recorder.record(aggregate_update(

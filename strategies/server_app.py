@@ -200,7 +200,7 @@ def _victim_hook(setup: RunSetup, test: ImageData, run: RunDirectory, device: to
     if config.attack.name == "none" and not config.mia.gradient:
         return None
     from fl_privacy.attacks.observe import VictimTruth
-    from fl_privacy.attacks.runner import attack_update
+    from fl_privacy.attacks.runner import attack_updates
     from fl_privacy.metrics import try_lpips
 
     lpips = None
@@ -209,23 +209,33 @@ def _victim_hook(setup: RunSetup, test: ImageData, run: RunDirectory, device: to
         if lpips is None:
             log(INFO, "fl-privacy: LPIPS unavailable (no pretrained backbone weights here): reported as unavailable")
 
-    def hook(recorded: RecordedUpdate) -> dict[str, Any]:
-        parts = recorded.metadata.get("aggregated_partitions") or [recorded.partition_id]  # an aggregate: all
-        steps = [s for p in parts for s in victim_steps(setup, recorded.server_round, p)]
-        truth = VictimTruth.from_steps(setup.train, steps, config.data.normalize)
-        outcome: dict[str, Any] = {}
+    def truth_of(rec: RecordedUpdate) -> VictimTruth:
+        parts = rec.metadata.get("aggregated_partitions") or [rec.partition_id]  # an aggregate: all its clients
+        steps = [s for p in parts for s in victim_steps(setup, rec.server_round, p)]
+        return VictimTruth.from_steps(setup.train, steps, config.data.normalize)
+
+    def hook_round(recorded: list[RecordedUpdate]) -> list[dict[str, Any]]:
+        """The round's victims: one batched inversion (they share the global model), then MIA per victim."""
+        truths = [truth_of(rec) for rec in recorded]
+        outcomes: list[dict[str, Any]] = [{} for _ in recorded]
         if config.attack.name != "none":
-            outcome = attack_update(recorded, truth, setup.new_model(), setup.train, config, run.root / "attacks",
-                                    device, lpips)
-            log(INFO, "fl-privacy: attack on client %d (round %d): PSNR %.2f dB, SSIM %.3f, label acc %s, %.1f s",
-                recorded.partition_id, recorded.server_round, outcome["psnr_mean"], outcome["ssim_mean"],
-                outcome["label_acc"], outcome["seconds"])
+            outcomes = attack_updates(recorded, truths, setup.new_model(), setup.train, config, run.root / "attacks",
+                                      device, lpips)
+            for rec, outcome in zip(recorded, outcomes):
+                log(INFO, "fl-privacy: attack on client %d (round %d): PSNR %.2f dB, SSIM %.3f, label acc %s, %.1f s",
+                    rec.partition_id, rec.server_round, outcome["psnr_mean"], outcome["ssim_mean"],
+                    outcome["label_acc"], outcome["seconds"])
         if config.mia.gradient:
             from fl_privacy.attacks.mia_round import gradient_mia
 
-            outcome.update(gradient_mia(recorded, setup.new_model(), setup.train, test, truth.indices, config, device))
-        return outcome
+            for rec, truth, outcome in zip(recorded, truths, outcomes):
+                outcome.update(gradient_mia(rec, setup.new_model(), setup.train, test, truth.indices, config, device))
+        return outcomes
 
+    def hook(recorded: RecordedUpdate) -> dict[str, Any]:
+        return hook_round([recorded])[0]
+
+    hook.round = hook_round  # type: ignore[attr-defined]  # UpdateRecorder.record_round uses it
     return hook
 
 

@@ -173,3 +173,23 @@ def test_train_generator_then_latent_attack(tmp_path, capsys):
     run, entry = attack_once(build_config({}, overrides), str(tmp_path / "gial"), split="test", indices=[0])
     assert entry["attack"] == "gias" and entry["restarts"] == 2 and np.isfinite(entry["psnr_mean"])
     assert (run.root / entry["grid"]).exists()
+
+
+def test_round_victims_are_attacked_as_one_batch_with_their_solo_results(tmp_path):
+    from fl_privacy.attacks.runner import attack_update
+
+    overrides = {**ATTACKED, "attack.name": "inverting_gradients", "attack.gia.iterations": 6, "attack.rounds": [1],
+                 "federation.rounds": 1, "attack.victims": 2, "attack.threat.labels": True}
+    config = build_config({}, overrides)
+    run = run_federation(InProcessGrid(client_app, 2), config, out=str(tmp_path / "run"))
+    victims = run.read_jsonl("rounds.jsonl")[1]["victims"]
+    assert [v["victims_batched"] for v in victims] == [2, 2]
+    assert all(v["iterations_used"] == 6 for v in victims)
+    setup = prepare(config)
+    for v in victims:  # each victim's batched result is the one it gets when attacked alone
+        recorded = RecordedUpdate.load(run.root / v["update_file"])
+        truth = VictimTruth.from_steps(setup.train, victim_steps(setup, 1, v["partition_id"]), config.data.normalize)
+        alone = attack_update(recorded, truth, setup.new_model(), setup.train, config, tmp_path / "alone", "cpu")
+        assert alone["victims_batched"] == 1
+        assert alone["objective"] == pytest.approx(v["objective"], rel=1e-4, abs=1e-6)
+        assert alone["psnr_mean"] == pytest.approx(v["psnr_mean"], rel=1e-4)

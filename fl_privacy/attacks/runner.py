@@ -8,7 +8,7 @@ writes a picture and the objective trace next to the run's other records.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -153,17 +153,71 @@ def attack_update(
     lpips_metric: Any = None,
 ) -> dict[str, Any]:
     """Reconstruct, score, and save ``<out_dir>/round_RRR_client_PPPP.png`` and its trace."""
+    return attack_updates([recorded], [truth], model, data, config, out_dir, device, lpips_metric)[0]
+
+
+def attack_updates(
+    recorded: Sequence[RecordedUpdate],
+    truths: Sequence[VictimTruth],
+    model: torch.nn.Module,
+    data: ImageData,
+    config: ExperimentConfig,
+    out_dir: Path,
+    device: torch.device | str = "cpu",
+    lpips_metric: Any = None,
+) -> list[dict[str, Any]]:
+    """``attack_update`` for several victims; GIA-O victims of one global model run as one batched problem.
+
+    Victims whose problems have the same shape (update kind, number of images, schedule) are
+    optimised together by ``reconstruct_victims`` (each gets the result it would get alone); the
+    others (GIA-L, Dimitrov's attack, the Cocktail Party Attack, L-BFGS attacks) run one at a time.
+    """
+    from fl_privacy.attacks import GIA_O_NAMES
+
+    for rec, truth in zip(recorded, truths):
+        if len(truth.indices) > config.attack.max_images:
+            raise ConfigError(
+                f"the update of client {rec.partition_id} was computed on {len(truth.indices)} samples, more than "
+                f"attack.max_images={config.attack.max_images}: cap data.samples_per_client or "
+                "training.local_steps"
+            )
+    observations = [observe(rec, model, data, config, truth) for rec, truth in zip(recorded, truths)]
+    cfg = gia_config(config)
+    batched = config.attack.name in GIA_O_NAMES and getattr(cfg, "optimizer", None) == "adam"
+    groups = _batch_groups(observations) if batched else [[i] for i in range(len(observations))]
+    outcomes: dict[int, dict[str, Any]] = {}
+    for group in groups:
+        started = time.time()
+        if batched:
+            from fl_privacy.attacks.gia.engine import reconstruct_victims
+
+            results = reconstruct_victims([observations[i] for i in group], cfg, device=device,
+                                          progress=config.attack.progress)
+        else:
+            results = [_reconstruct(observations[group[0]], cfg, config, device)]
+        seconds = time.time() - started
+        for i, result in zip(group, results):
+            outcomes[i] = _score_and_save(result, observations[i], truths[i], recorded[i], config, out_dir,
+                                          lpips_metric)
+            outcomes[i].update(seconds=seconds, victims_batched=len(group))
+    return [outcomes[i] for i in range(len(observations))]
+
+
+def _batch_groups(observations: Sequence[Any]) -> list[list[int]]:
+    """Indices of observations that can share one batched problem (same kind, size, schedule, shape)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, obs in enumerate(observations):
+        key = (obs.kind, obs.batch_size or obs.num_examples, obs.num_examples, obs.schedule,
+               tuple(obs.image_shape), obs.bn_statistics is None, tuple(obs.update))
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _score_and_save(result: Any, obs: Any, truth: VictimTruth, recorded: RecordedUpdate, config: ExperimentConfig,
+                    out_dir: Path, lpips_metric: Any) -> dict[str, Any]:
+    """Score one reconstruction against ground truth; save its picture and trace; the victim's record."""
     from fl_privacy.metrics import label_accuracy, score_reconstruction
 
-    if len(truth.indices) > config.attack.max_images:
-        raise ConfigError(
-            f"the update of client {recorded.partition_id} was computed on {len(truth.indices)} samples, more than "
-            f"attack.max_images={config.attack.max_images}: cap data.samples_per_client or training.local_steps"
-        )
-    obs = observe(recorded, model, data, config, truth)
-    cfg = gia_config(config)
-    started = time.time()
-    result = _reconstruct(obs, cfg, config, device)
     recon = obs.to_pixels(result.images.detach().cpu())
     originals = obs.to_pixels(truth.images.cpu())
     scores = score_reconstruction(recon, originals, lpips=lpips_metric)
@@ -185,7 +239,8 @@ def attack_update(
         "psnr": scores["psnr"], "ssim": scores["ssim"], "ssim_window": scores["ssim_window"],
         "labels_true": truth.labels.tolist(), "labels_used": result.labels.cpu().tolist(),
         "objective": result.objective, "iterations": result.iterations,
-        "seconds": time.time() - started, "seconds_per_iteration": result.seconds_per_iteration,
+        "iterations_used": getattr(result, "iterations_used", 0) or result.iterations,
+        "seconds_per_iteration": result.seconds_per_iteration,
         "restarts": len(result.restart_objectives),
         "notes": list(getattr(result, "notes", []) or []),
         "corr_mean": corr, "aggregated_clients": obs.aggregated_clients,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Literal, get_args, get_origin, get_type_hints
 
@@ -42,13 +43,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from fl_privacy.attacks.gia.objectives import OBJECTIVES, layer_weights
+from fl_privacy.attacks.gia.objectives import OBJECTIVES, layer_weights, target_norms
 from fl_privacy.attacks.gia.priors import bn_statistics, l2_norm, total_variation
+from fl_privacy.attacks.gia.stopping import BestIterate
 from fl_privacy.attacks.gia.unroll import unrolled_delta
 from fl_privacy.attacks.threat import Observation
 from fl_privacy.training import loss_fn
 
-__all__ = ["GIAConfig", "GIAProblem", "GIAResult", "reconstruct"]
+__all__ = ["GIAConfig", "GIAProblem", "GIAResult", "reconstruct", "reconstruct_victims"]
 
 
 def check_choices(config: object) -> None:
@@ -141,6 +143,26 @@ class GIAConfig:
     parameters: tuple[str, ...] = ()
     """Match only the parameters whose names start with one of these prefixes (SoK Table III: the gradient of
     one net-in-net block); empty = every parameter in the update."""
+    return_iterate: Literal["best", "last"] = "best"
+    """Which iterate of each restart is scored and returned: the one with the lowest optimised loss seen
+    (breaching's ``_run_trial``) or the last one (Inverting Gradients' ``inversefed``)."""
+    early_stop_window: int = 0
+    """Early stopping: a restart stops when its optimised loss has not improved by the relative tolerance
+    ``early_stop_tol`` within this many iterations; 0 = off (the reference attacks run their full budget)."""
+    early_stop_tol: float = 1e-3
+    """Relative improvement that counts for early stopping: ``loss < best_recent * (1 - tol)``."""
+    batching: Literal["auto", "vmap", "loop"] = "auto"
+    """How the rows (restarts x victims) go through the model: one ``torch.func.vmap`` pass ("vmap") or
+    one pass per row ("loop"); "auto": vmap on a GPU, loop on a CPU. On one CPU thread vmap's per-row
+    parameter gradients cost more than separate passes (benchmarks/attack_speed.py), and with oneDNN's CPU
+    kernels (torch 2.14) vmap gives the first row of a ConvNet problem a wrong image gradient (0.5% of its
+    max against float64 autograd; without oneDNN, and in "loop", it agrees to 1e-11)."""
+    lean_convolutions: bool = False
+    """Use convolutions whose double backward skips the weight gradient the attack never needs
+    (``fl_privacy.attacks.gia.conv``): 1/8 fewer FLOPs on ConvNet-64; same numbers."""
+    cuda_graph: bool = False
+    """Adam on a CUDA device: capture one iteration as a CUDA graph after 3 eager ones and replay it
+    (removes the per-kernel launch cost that dominates small models on a GPU); same numbers as eager."""
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -150,10 +172,10 @@ class GIAConfig:
         for name in ("lr", "objective_scale"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GIAConfig.{name} must be > 0, got {getattr(self, name)!r}")
-        for name in ("tv", "l2", "bn"):
+        for name in ("tv", "l2", "bn", "early_stop_tol"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"GIAConfig.{name} must be >= 0, got {getattr(self, name)!r}")
-        for name, minimum in (("iterations", 1), ("restarts", 1), ("log_every", 0)):
+        for name, minimum in (("iterations", 1), ("restarts", 1), ("log_every", 0), ("early_stop_window", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"GIAConfig.{name} must be an integer >= {minimum}, got {value!r}")
@@ -185,6 +207,8 @@ class GIAResult:
     """(B, K) label probabilities of the best restart ("joint" only)."""
     notes: list[str] = field(default_factory=list)
     """Automatic decisions and caveats worth recording in a report."""
+    iterations_used: int = 0
+    """Iterations the returned restart ran (less than ``iterations`` when early stopping ended it)."""
 
 
 def default_device() -> torch.device:
@@ -211,6 +235,22 @@ def attack_batch_size(obs: Observation, update_model: str) -> int:
     )
 
 
+def check_batchable(victims: Sequence[Observation]) -> None:
+    """Victims optimised as one problem must share the model, its state, and the shape of the problem."""
+    first = victims[0]
+    for i, other in enumerate(victims[1:], start=1):
+        same = (other.kind == first.kind and tuple(other.image_shape) == tuple(first.image_shape)
+                and other.num_classes == first.num_classes and other.schedule == first.schedule
+                and (other.batch_size or other.num_examples) == (first.batch_size or first.num_examples)
+                and type(other.model) is type(first.model) and other.update.keys() == first.update.keys()
+                and (other.bn_statistics is None) == (first.bn_statistics is None))
+        same = same and all(other.global_params[k] is v or torch.equal(other.global_params[k], v)
+                            for k, v in first.global_params.items())
+        if not same:
+            raise ValueError(f"victim {i} cannot be attacked together with victim 0: batched victims need the same "
+                             "global model, update kind, batch size, schedule and image shape (attack them apart)")
+
+
 def _bn_dims(t: torch.Tensor) -> list[int]:
     return [0, *range(2, t.dim())]
 
@@ -223,7 +263,14 @@ class GIAProblem:
     optimised loss and the gradient distance, both (R,), in one vectorised pass.
     """
 
-    def __init__(self, obs: Observation, cfg: GIAConfig, device: torch.device | str | None = None) -> None:
+    def __init__(self, obs: Observation | Sequence[Observation], cfg: GIAConfig,
+                 device: torch.device | str | None = None) -> None:
+        victims = [obs] if isinstance(obs, Observation) else list(obs)
+        if not victims:
+            raise ValueError("GIAProblem needs at least one Observation")
+        obs = victims[0]
+        check_batchable(victims)
+        self.victims = len(victims)
         self.cfg = cfg
         self.device = torch.device(device) if device is not None else default_device()
         self.notes: list[str] = []
@@ -256,6 +303,11 @@ class GIAProblem:
         else:
             model.eval()
         self.model = model
+        self.batching = cfg.batching if cfg.batching != "auto" else ("vmap" if self.device.type == "cuda" else "loop")
+        if cfg.lean_convolutions:
+            from fl_privacy.attacks.gia.conv import use_lean_convolutions
+
+            use_lean_convolutions(model)
 
         all_names = [n for n, _ in model.named_parameters()]
         missing = [n for n in all_names if n not in obs.global_params]
@@ -278,34 +330,20 @@ class GIAProblem:
                               f"({100 * share:.2f}% of the update's values): {list(prefixes)}")
             self.names = chosen
         self.dtype = self.params[self.names[0]].dtype
-        update = [obs.update[n].detach().to(self.device, self.dtype) for n in self.names]
-
         self.objective = cfg.objective
-        if self.update_model == "unknown_schedule":
-            # The gradient direction is -delta (plain SGD: delta = -lr * sum of the steps' gradients).
-            # breaching matches +delta here, which makes its objective anti-aligned at the truth.
-            self.target = [-u for u in update]
-            if cfg.objective == "l2":
-                if obs.schedule is not None:
-                    scale = obs.schedule.lr * len(obs.schedule.steps)
-                    self.target = [t / scale for t in self.target]
-                    self.notes.append(f"unknown-schedule l2: target = -delta / (lr * steps) = -delta / {scale:g}")
-                else:
-                    self.objective = "scaled_l2"
-                    self.notes.append(
-                        "objective 'l2' switched to 'scaled_l2': the update's scale (lr * steps) is not granted"
-                    )
-        else:
-            self.target = update
+        targets = [self._target(v, notes=(i == 0)) for i, v in enumerate(victims)]
+        # one victim: param-shaped targets; several: (V, *param_shape), compared victim by victim
+        self.target = targets[0] if len(victims) == 1 else [torch.stack(t) for t in zip(*targets)]
         weights = layer_weights(len(self.names), cfg.layer_weights).tolist()
         self.weights = None if all(w == 1.0 for w in weights) else weights
         self.distance_fn = OBJECTIVES[self.objective]
+        self.target_norms = target_norms(self.target, victims=len(victims) > 1)
 
         self.bn_modules = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.bn_target: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._captured: list[torch.Tensor] | None = None
         if cfg.bn > 0:
-            if obs.bn_statistics is None:
+            if any(v.bn_statistics is None for v in victims):
                 raise ValueError(
                     "the BatchNorm-statistics prior (GIAConfig.bn > 0) needs the victim batch's BN statistics, "
                     "which the threat model does not grant (attack.threat.bn_statistics); set bn=0"
@@ -315,10 +353,35 @@ class GIAProblem:
                     f"obs.bn_statistics has {len(obs.bn_statistics)} layers but the model has "
                     f"{len(self.bn_modules)} BatchNorm layers"
                 )
-            self.bn_target = [(m.detach().to(self.device, self.dtype), v.detach().to(self.device, self.dtype))
-                              for m, v in obs.bn_statistics]
+            per_victim = [[(m.detach().to(self.device, self.dtype), v.detach().to(self.device, self.dtype))
+                           for m, v in victim.bn_statistics] for victim in victims]
+            # several victims: (V, C) per layer, each victim's row repeated for its restarts in ``evaluate``
+            self.bn_target = per_victim[0] if len(victims) == 1 else [
+                (torch.stack([pv[i][0] for pv in per_victim]), torch.stack([pv[i][1] for pv in per_victim]))
+                for i in range(len(per_victim[0]))]
             for module in self.bn_modules:
                 module.register_forward_hook(self._capture_hook)
+
+    def _target(self, obs: Observation, notes: bool) -> list[torch.Tensor]:
+        """The update to match for one victim, in ``self.names`` order (sign/scale corrected for FedAvg)."""
+        update = [obs.update[n].detach().to(self.device, self.dtype) for n in self.names]
+        if self.update_model != "unknown_schedule":
+            return update
+        # The gradient direction is -delta (plain SGD: delta = -lr * sum of the steps' gradients).
+        # breaching matches +delta here, which makes its objective anti-aligned at the truth.
+        target = [-u for u in update]
+        if self.cfg.objective == "l2":
+            if obs.schedule is not None:
+                scale = obs.schedule.lr * len(obs.schedule.steps)
+                target = [t / scale for t in target]
+                if notes:
+                    self.notes.append(f"unknown-schedule l2: target = -delta / (lr * steps) = -delta / {scale:g}")
+            else:
+                self.objective = "scaled_l2"
+                if notes:
+                    self.notes.append(
+                        "objective 'l2' switched to 'scaled_l2': the update's scale (lr * steps) is not granted")
+        return target
 
     # ------------------------------------------------------------------ candidates
     def _capture_hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
@@ -359,23 +422,60 @@ class GIAProblem:
         return [grads[n] for n in self.names], stats
 
     def candidates(self, x: torch.Tensor, y: torch.Tensor) -> tuple[list[torch.Tensor], tuple]:
-        """Candidate updates of all restarts in one vmapped pass: list of (R, *param_shape), BN stats (R, C)."""
-        if x.dim() != 5 or x.shape[1] != self.batch_size:
-            raise ValueError(f"x must be (R, {self.batch_size}, C, H, W), got {tuple(x.shape)}")
-        y_dim = 0 if y.dim() == 3 else None
-        return torch.func.vmap(self._one_restart, in_dims=(0, y_dim), randomness="different")(x, y)
+        """Candidate updates of all rows (restarts x victims): list of (R, *param_shape), BN stats (R, C).
+
+        "vmap": one vectorised pass (rows folded into the batch: fast on a GPU); "loop": row by row
+        (on a CPU thread vmap's per-row parameter gradients cost more than R separate passes)."""
+        if x.dim() != 5 or x.shape[1] != self.batch_size or x.shape[0] % self.victims:
+            raise ValueError(f"x must be (R, {self.batch_size}, C, H, W) with R a multiple of {self.victims} victims, "
+                             f"got {tuple(x.shape)}")
+        # labels shared by all rows (B,), or one row per candidate: class ids (R, B) or soft labels (R, B, K)
+        y_dim = 0 if y.dim() == 3 or (y.dim() == 2 and not y.is_floating_point()) else None
+        if self.batching == "vmap":
+            return torch.func.vmap(self._one_restart, in_dims=(0, y_dim), randomness="different")(x, y)
+        rows = [self._one_restart(x[r], y[r] if y_dim == 0 else y) for r in range(x.shape[0])]
+        cand = [torch.stack(layer) for layer in zip(*(row[0] for row in rows))]
+        stats = tuple((torch.stack(means), torch.stack(variances))
+                      for means, variances in (zip(*layer) for layer in zip(*(row[1] for row in rows))))
+        return cand, stats
+
+    def _row_distances(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """"loop": each row's distance right after its candidate (no stacked copy of R parameter-sized gradients)."""
+        y_dim = 0 if y.dim() == 3 or (y.dim() == 2 and not y.is_floating_point()) else None
+        per_victim = x.shape[0] // self.victims
+        distances, stats = [], []
+        for r in range(x.shape[0]):
+            cand, row_stats = self._one_restart(x[r], y[r] if y_dim == 0 else y)
+            v = r // per_victim
+            target = self.target if self.victims == 1 else [t[v] for t in self.target]
+            norms = self.target_norms if self.victims == 1 else [n[v] for n in self.target_norms]
+            distances.append(self.distance_fn([c.unsqueeze(0) for c in cand], target, self.weights, norms))
+            stats.append(row_stats)
+        stacked = tuple((torch.stack([s[i][0] for s in stats]), torch.stack([s[i][1] for s in stats]))
+                        for i in range(len(stats[0])))
+        return torch.cat(distances), stacked
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(optimised loss, gradient distance), each (R,)."""
-        cand, stats = self.candidates(x, y)
-        distance = self.distance_fn(cand, self.target, self.weights)
+        if self.batching == "loop":
+            if x.dim() != 5 or x.shape[1] != self.batch_size or x.shape[0] % self.victims:
+                raise ValueError(f"x must be (R, {self.batch_size}, C, H, W) with R a multiple of {self.victims} "
+                                 f"victims, got {tuple(x.shape)}")
+            distance, stats = self._row_distances(x, y)
+        else:
+            cand, stats = self.candidates(x, y)
+            distance = self.distance_fn(cand, self.target, self.weights, self.target_norms)
         total = distance * self.cfg.objective_scale if self.cfg.objective_scale != 1.0 else distance
         if self.cfg.tv:
             total = total + self.cfg.tv * total_variation(x)
         if self.cfg.l2:
             total = total + self.cfg.l2 * l2_norm(x)
         if self.cfg.bn:
-            total = total + self.cfg.bn * bn_statistics(stats, self.bn_target)
+            target = self.bn_target
+            if self.victims > 1:
+                rows = x.shape[0] // self.victims
+                target = [(m.repeat_interleave(rows, 0), v.repeat_interleave(rows, 0)) for m, v in target]
+            total = total + self.cfg.bn * bn_statistics(stats, target)
         return total, distance
 
 
@@ -444,109 +544,181 @@ def _log_step(it: int, total: torch.Tensor, trace: torch.Tensor, slot: dict[int,
 # ---------------------------------------------------------------------- the attack
 def reconstruct(obs: Observation, cfg: GIAConfig, device: torch.device | str | None = None,
                 progress: bool = False) -> GIAResult:
-    """Reconstruct the client's batch from ``obs`` with ``cfg``; return the best restart.
+    """Reconstruct the client's batch from ``obs`` with ``cfg``; return the best restart."""
+    return reconstruct_victims([obs], cfg, device, progress)[0]
 
-    Adam: all restarts run as one batch through the model (Adam is element-wise and the loss a
-    sum over restarts, so they stay independent). L-BFGS: its line search and curvature history
-    would couple restarts stacked into one problem (one diverging restart drags the others), so
-    each restart is its own L-BFGS run (seed ``cfg.seed + r``), one after another.
+
+def reconstruct_victims(observations: Sequence[Observation], cfg: GIAConfig,
+                        device: torch.device | str | None = None, progress: bool = False) -> list[GIAResult]:
+    """Attack several victims of one global model at once; one result per victim, in order.
+
+    Adam: all restarts of all victims run as one batch through the model (Adam is element-wise and
+    the loss a sum of independent terms, one per restart and victim, so every one of them gets the
+    result it would get alone). L-BFGS: its line search and curvature history would couple problems
+    stacked into one (one diverging restart drags the others), so each restart of each victim is its
+    own L-BFGS run (seed ``cfg.seed + r``), one after another.
     """
-    if cfg.optimizer == "lbfgs" and cfg.restarts > 1:
-        return _independent_restarts(obs, cfg, device, progress)
+    if not observations:
+        return []
+    if cfg.optimizer == "lbfgs" and (cfg.restarts > 1 or len(observations) > 1):
+        return [_independent_restarts(obs, cfg, device, progress) for obs in observations]
     device = torch.device(device) if device is not None else default_device()
-    problem = GIAProblem(obs, cfg, device)
-    R, B = cfg.restarts, problem.batch_size
-    gen = torch.Generator().manual_seed(cfg.seed)
+    problem = GIAProblem(observations, cfg, device)
+    V, R, B = len(observations), cfg.restarts, problem.batch_size
+    obs = observations[0]
     lo, hi = obs.pixel_box(device)
     lo, hi = lo.to(problem.dtype).unsqueeze(0), hi.to(problem.dtype).unsqueeze(0)  # (1, 1, C, 1, 1)
-    x = _initial_images(cfg, (R, B, *obs.image_shape), (lo[0], hi[0]), gen, problem.dtype)
-    x = x.to(device).requires_grad_(True)
-    hard = _resolve_labels(obs, cfg, B, device)
+    x_parts, logit_parts, hard_parts = [], [], []
+    for victim in observations:  # each victim starts exactly where it would start alone
+        gen = torch.Generator().manual_seed(cfg.seed)
+        x_parts.append(_initial_images(cfg, (R, B, *obs.image_shape), (lo[0], hi[0]), gen, problem.dtype))
+        hard_parts.append(_resolve_labels(victim, cfg, B, device))
+        if hard_parts[-1] is None:
+            logit_parts.append(torch.randn((R, B, obs.num_classes), generator=gen, dtype=problem.dtype))
+    x = torch.cat(x_parts).to(device).requires_grad_(True)  # (V * R, B, C, H, W), victim-major
+    hard = None if hard_parts[0] is None else torch.stack(hard_parts).repeat_interleave(R, 0)  # (V * R, B)
     logits = None
     variables = [x]
     if hard is None:
-        logits = torch.randn((R, B, obs.num_classes), generator=gen, dtype=problem.dtype).to(device)
-        logits.requires_grad_(True)
+        logits = torch.cat(logit_parts).to(device).requires_grad_(True)
         variables.append(logits)
 
-    def labels_now() -> torch.Tensor:
-        return hard if logits is None else torch.softmax(logits, dim=-1)
+    def labels_of(logit_values: torch.Tensor | None) -> torch.Tensor:
+        return hard if logit_values is None else torch.softmax(logit_values, dim=-1)
 
+    graphed = cfg.cuda_graph and device.type == "cuda" and cfg.optimizer == "adam"
+    lr_now = torch.tensor(cfg.lr, device=device) if graphed else None  # the graph reads the lr from here
     if cfg.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(variables, lr=cfg.lr)
+        opt: torch.optim.Optimizer = torch.optim.Adam(variables, lr=lr_now if graphed else cfg.lr, capturable=graphed)
     else:
         opt = torch.optim.LBFGS(variables, lr=cfg.lr)
-    scheduler = _scheduler(opt, cfg)
+    # with a graph, the schedule runs on a stand-in optimiser and its lr is copied into ``lr_now``
+    scheduler = _scheduler(torch.optim.SGD([torch.zeros(1)], lr=cfg.lr) if graphed else opt, cfg)
     logged = _logged_iterations(cfg)
     slot = {it: j for j, it in enumerate(logged)}
-    trace = torch.full((len(logged), R), float("nan"), device=device)
+    trace = torch.full((len(logged), V * R), float("nan"), device=device)
+    tracker = BestIterate(variables, cfg.early_stop_window, cfg.early_stop_tol)
     notes = list(problem.notes)
     if problem.update_model == "known_schedule" and cfg.labels == "infer":
         notes.append("inferred labels are a multiset; their assignment to schedule positions is arbitrary")
-
+    if V > 1:
+        notes.append(f"optimised together with {V - 1} other victim(s) of the same global model")
+    if cfg.cuda_graph and not graphed:
+        notes.append("cuda_graph needs Adam on a CUDA device: ran without a CUDA graph")
     bar = None
     if progress:
         from fl_privacy.progress import progress_bar
 
         bar = progress_bar(total=cfg.iterations, desc="GIA", leave=False)
-    last: dict[str, torch.Tensor] = {}
+
+    evaluations: list[torch.Tensor] = []  # the optimised loss at each evaluation of this iteration
 
     def closure() -> torch.Tensor:
-        opt.zero_grad()
-        total, _ = problem.evaluate(x, labels_now())
+        opt.zero_grad(set_to_none=not graphed)
+        total, _ = problem.evaluate(x, labels_of(logits))
         loss = total.sum()
         loss.backward()
-        last["total"] = total.detach()
+        evaluations.append(total.detach())
         return loss
 
-    start = time.perf_counter()
-    for it in range(cfg.iterations):
+    counter = torch.zeros((), dtype=torch.long, device=device)  # the iteration, on the device (graph-safe)
+
+    def iteration() -> torch.Tensor:
+        """One optimiser step with its bookkeeping; only in-place updates of state (CUDA-graph capturable)."""
+        before = [v.detach().clone() for v in variables]
+        evaluations.clear()
         if cfg.optimizer == "adam":
-            opt.zero_grad()
-            total, _ = problem.evaluate(x, labels_now())
-            total.sum().backward()
+            closure()
             if cfg.signed:
                 x.grad.sign_()
             opt.step()
-            total = total.detach()
         else:
-            opt.step(closure)
-            total = last["total"]
-        if scheduler is not None:
-            scheduler.step()
+            opt.step(closure)  # L-BFGS: its first evaluation is at ``before``, then its line search moves on
+        tracker.update(counter, before, evaluations[0])
         if cfg.boxed:
             with torch.no_grad():
                 x.clamp_(min=lo, max=hi)
+        tracker.freeze(variables, before)
+        counter.add_(1)
+        return evaluations[-1]
+
+    start = time.perf_counter()
+    steps, replay = 0, None
+    for it in range(cfg.iterations):
+        if graphed:
+            lr_now.fill_(scheduler.optimizer.param_groups[0]["lr"] if scheduler is not None else cfg.lr)
+            if replay is None and it == _GRAPH_WARMUP:
+                replay = _capture(iteration)
+        total = replay() if replay is not None else _warm(iteration, graphed)
+        if scheduler is not None:
+            if graphed:
+                scheduler.optimizer.step()  # the stand-in (no gradients: a no-op), so the scheduler keeps count
+            scheduler.step()
         _log_step(it, total, trace, slot, bar, cfg.iterations)
+        steps = it + 1
+        if tracker.all_done(it):
+            break
     if bar is not None:
         bar.close()
 
+    final = tracker.best if cfg.return_iterate == "best" else [v.detach() for v in variables]
     with torch.no_grad():
-        _, distance = problem.evaluate(x, labels_now())
+        _, distance = problem.evaluate(final[0], labels_of(final[1] if logits is not None else None))
     seconds = time.perf_counter() - start
-    finals, best = pick_best_restart(distance, notes)
-    soft = None
-    if logits is None:
-        labels = hard.detach().cpu()
-    else:
-        soft = torch.softmax(logits[best].detach(), dim=-1).cpu()
-        labels = soft.argmax(dim=-1)
+    used = tracker.used.cpu().tolist()
+    if cfg.early_stop_window and steps < cfg.iterations:
+        notes.append(f"early stopping: all restarts stopped by iteration {steps} of {cfg.iterations}")
     trace_np = np.column_stack([np.asarray(logged, dtype=np.float64), trace.cpu().double().numpy()])
-    return GIAResult(
-        images=x[best].detach().cpu(),
-        labels=labels,
-        objective=float(finals[best]),
-        restart_objectives=[float(v) for v in finals],
-        trace=trace_np,
-        iterations=cfg.iterations,
-        seconds=seconds,
-        seconds_per_iteration=seconds / cfg.iterations,
-        objective_used=problem.objective,
-        update_model=problem.update_model,
-        best_restart=best,
-        soft_labels=soft,
-        notes=notes,
-    )
+    results = []
+    for v in range(V):
+        rows = slice(v * R, (v + 1) * R)
+        victim_notes = list(notes)
+        finals, best = pick_best_restart(distance[rows], victim_notes)
+        row = v * R + best
+        soft = None
+        if logits is None:
+            labels = hard[row].detach().cpu()
+        else:
+            soft = torch.softmax(final[1][row].detach(), dim=-1).cpu()
+            labels = soft.argmax(dim=-1)
+        results.append(GIAResult(
+            images=final[0][row].detach().cpu(), labels=labels, objective=float(finals[best]),
+            restart_objectives=[float(f) for f in finals],
+            trace=np.column_stack([trace_np[:, 0], trace_np[:, 1 + v * R:1 + (v + 1) * R]]),
+            iterations=cfg.iterations, seconds=seconds, seconds_per_iteration=seconds / max(steps, 1),
+            objective_used=problem.objective, update_model=problem.update_model, best_restart=best,
+            soft_labels=soft, notes=victim_notes, iterations_used=int(used[row]),
+        ))
+    return results
+
+
+_GRAPH_WARMUP = 3
+"""Eager iterations (on a side stream) before a CUDA graph of the iteration is captured."""
+
+
+def _warm(iteration, graphed: bool) -> torch.Tensor:  # noqa: ANN001
+    """One eager iteration; before a capture, on a side stream as CUDA graphs require."""
+    if not graphed:
+        return iteration()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        total = iteration()
+    torch.cuda.current_stream().wait_stream(side)
+    return total
+
+
+def _capture(iteration):  # noqa: ANN001, ANN202
+    """Capture one iteration as a CUDA graph; returns a function that replays it and gives its loss."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_total = iteration()
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return static_total
+
+    return replay
 
 
 def _independent_restarts(obs: Observation, cfg: GIAConfig, device: torch.device | str | None,
