@@ -153,7 +153,7 @@ def part_federation(args: argparse.Namespace) -> dict[str, Any]:
     _synthetic_npz(data, n_train=args.clients * 20, n_test=200)
     gpu = args.device.startswith("cuda")
     sets = [
-        "data.dataset=npz", f"data.path={data}", f"model.name={args.model}", f"federation.num_clients={args.clients}",
+        "data.dataset=npz", f"data.path={data}", "data.partition=iid", f"model.name={args.model}", f"federation.num_clients={args.clients}",
         "federation.rounds=1", "training.algorithm=fedsgd", "training.batch_size=1",
         "attack.name=inverting_gradients", "attack.rounds=[1]", "attack.victims=2", "attack.threat.labels=true",
         f"attack.gia.iterations={args.fed_iterations}", "training.model_mode=eval",
