@@ -80,7 +80,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from strategies.server_app import run_federation
 
         nodes = args.supernodes or config.federation.num_clients
-        grid = InProcessGrid(client_app, nodes, accept_failures=config.federation.accept_failures)
+        # failures come back as error replies: the strategy records them, and the run stops after the
+        # round's record when federation.accept_failures is false
+        grid = InProcessGrid(client_app, nodes, accept_failures=True)
         run = run_federation(grid, config, args.out, RoundProgress(config.federation.rounds), resume=args.resume)
         print(f"run directory: {run.root}")
         return 0
@@ -318,6 +320,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if type(err).__name__ != "RunStopped":  # strategies.failures.RunStopped (not imported: the glue is lazy)
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -96,6 +96,8 @@ def _check_aggregate_size(config: ExperimentConfig, partitions: tuple[np.ndarray
     """Secure aggregation: the attack faces every participant's images at once (K clients x B images)."""
     fed = config.federation
     count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
+    if fed.sampling == "poisson":  # a Poisson round may draw every client
+        count = fed.num_clients
     total = sum(sorted((images_per_update(config, len(p)) for p in partitions), reverse=True)[:count])
     if total > config.attack.max_images:
         raise ConfigError(f"under secure aggregation the attack faces all {count} clients' images at once ({total}), "

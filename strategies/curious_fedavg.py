@@ -163,6 +163,7 @@ class CuriousFedAvg(FedAvg):
         """
         server_round += self.round_offset
         mean, loss, loss_weight, pids, payload = WeightedMean(), 0.0, 0.0, [], 0.0
+        examples = 0  # what the server knows of the round's example count (withheld counts: the public ones)
         round_failures: RoundFailures = self.round_info[server_round]["failures_of_round"]
         candidates: dict[int, tuple[Tensors, int]] = {}
         for message in replies:
@@ -187,6 +188,7 @@ class CuriousFedAvg(FedAvg):
             if "train-loss" in metrics:
                 loss, loss_weight = loss + weight * float(metrics["train-loss"]), loss_weight + weight
             pids.append(pid)
+            examples += public_num_examples(self.config, reported)
             payload += float(metrics["payload-bytes"])
             if self.recorder.wants(server_round, pid):
                 candidates[pid] = (received, public_num_examples(self.config, reported))
@@ -207,7 +209,7 @@ class CuriousFedAvg(FedAvg):
         mean_state = mean.result()
         if self.recorder.wants_aggregate(server_round):  # secure aggregation: the mean is all the server sees
             recorded.append(self.recorder.record(aggregate_update(
-                self.config, server_round, self._sent, mean_state, self.param_names, int(mean.total), pids)))
+                self.config, server_round, self._sent, mean_state, self.param_names, examples, pids)))
         aggregated = self._server_step(mean_state, len(pids), server_round)
         if self.config.training.algorithm == "fedsgd":  # clients sent gradients: the server takes the SGD step
             aggregated = {**apply_gradient(self._sent, aggregated, self.config.training.lr),

@@ -20,6 +20,10 @@ def short_reason(reason: str) -> str:
     return (lines[-1] if lines else "unknown error")[:300]
 
 
+class RunStopped(RuntimeError):
+    """A client failed and ``federation.accept_failures`` is false: the run stopped after recording the round."""
+
+
 @dataclass
 class RoundFailures:
     """What went wrong in one round: error replies and partitions that never answered."""

@@ -30,6 +30,7 @@ from fl_privacy.progress import RoundProgress
 from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
 from fl_privacy.reporting import RunDirectory, write_summary
 from fl_privacy.reporting.run_report import write_run_report
+from strategies.failures import RunStopped
 from fl_privacy.run_setup import RunSetup, build_model_for, load_split, prepare, resolve_device, victim_steps
 from strategies.checkpoint import RoundCheckpoint, check_resumable, truncate_records
 from strategies.curious_fedavg import CuriousFedAvg
@@ -148,7 +149,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None,
                     f" and federation.accept_failures is false: the run stops here")
             write_summary(run, f"Run {config.name}", notes(server_round - 1) + [f"- **stopped**: {stop}"],
                           _attack_note(config))
-            raise RuntimeError(stop)
+            raise RunStopped(stop)
         if server_round:  # after the record, so a resumed run never repeats or skips a round
             RoundCheckpoint.capture(server_round, arrays.to_torch_state_dict(), grid).save(run)
         metrics = {k: float(v) for k, v in record.items() if k.startswith("test_")}

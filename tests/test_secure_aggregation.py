@@ -141,3 +141,13 @@ def test_attacks_on_the_aggregate_run_through_a_federation(tmp_path, attack: str
     assert rounds[1]["recorded"] == [AGGREGATE_ID] and "attack_corr_mean" in rounds[1]
     if attack == "cocktail_party":
         assert entry["corr_mean"] > 0.5  # 6 MNIST digits unmixed from a 16-unit first layer
+
+
+def test_aggregate_counts_examples_when_clients_withhold_them(tmp_path) -> None:
+    """Under DP the clients withhold their example counts: the aggregate still holds K x B images (the public
+    FedSGD batch size), not K (the uniform weights)."""
+    config = build_config({}, {**AGGREGATE, "privacy.mechanism": "local", "privacy.clip": 1.0,
+                               "privacy.noise_multiplier": 1.0, "privacy.proceed_without_guarantee": True})
+    run = run_federation(InProcessGrid(client_app, 3), config, out=str(tmp_path / "run"))
+    recorded = RecordedUpdate.load(run.update_path(1, AGGREGATE_ID))
+    assert recorded.num_examples == 3 * config.training.batch_size == 6

@@ -116,11 +116,12 @@ def _resolve(config: Any) -> Mechanism | None:
     return Mechanism(p.mechanism, p.clip, float(sigma), p.delta, relation, "privacy")
 
 
-def client_sampling(config: Any) -> tuple[str, float, int]:
-    """(sampling, rate, clients per round) the server really uses: poisson | fixed_size | none."""
+def client_sampling(config: Any) -> tuple[str, float, float]:
+    """(sampling, rate, clients per round) the server really uses: poisson | fixed_size | none. Under Poisson
+    sampling the count is the expected q*N (central DP's fixed denominator, McMahan et al. 2018)."""
     fed = config.federation
     if fed.sampling == "poisson":
-        return "poisson", fed.fraction_train, round(fed.num_clients * fed.fraction_train)
+        return "poisson", fed.fraction_train, fed.num_clients * fed.fraction_train
     count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
     return ("none" if count >= fed.num_clients else "fixed_size"), count / fed.num_clients, count
 

@@ -208,7 +208,9 @@ def run_federation_unit(experiment: Experiment, unit: Unit, root: Path) -> list[
     config = unit.point.configs[unit.seed]
     run_dir = unit.run_dir(root)
     started = time.time()
-    run = run_federation(InProcessGrid(client_app, config.federation.num_clients), config, str(run_dir))
+    # failures come back as error replies: recorded, and the run stops after the round when accept_failures is false
+    grid = InProcessGrid(client_app, config.federation.num_clients, accept_failures=True)
+    run = run_federation(grid, config, str(run_dir))
     wall = time.time() - started
     records = run.read_jsonl("rounds.jsonl")
     final = json.loads((run.root / "final.json").read_text()) if (run.root / "final.json").exists() else {}

@@ -163,6 +163,8 @@ SSIM_NOTE = ("SSIM (`*ssim_mean`): Gaussian 11x11 window, sigma 1.5, population 
 def ssim_note(metrics: tuple[str, ...] | list[str]) -> list[str]:
     """A line naming the SSIM window when a table shows SSIM (the two windows give different numbers)."""
     return ["", SSIM_NOTE] if any("ssim" in m for m in metrics) else []
+
+
 _UNIT_INTERVAL = ("accuracy", "acc", "ssim", "auc", "tpr", "fpr", "lpips", "rate")
 
 
