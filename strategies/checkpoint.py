@@ -65,7 +65,11 @@ class RoundCheckpoint:
     def restore(self, grid: Any) -> None:
         """Put the clients' state back into the grid's nodes and the random states back into this process."""
         if self.client_states:
-            grid.restore_client_states({int(k): v for k, v in self.client_states.items()})
+            saved = {int(k): v for k, v in self.client_states.items()}
+            if not set(saved) <= set(grid.get_node_ids()):  # client state lives on the node that hosted it
+                raise ConfigError("--resume: the run's client state was saved on other in-process nodes: resume "
+                                  "with the same --supernodes as the killed run")
+            grid.restore_client_states(saved)
         version, internal, gauss = self.python_random
         random.setstate((version, tuple(internal), gauss))
         torch.set_rng_state(self.torch_random)

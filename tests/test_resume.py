@@ -61,3 +61,11 @@ def test_resume_refuses_a_different_config(tmp_path, tiny_overrides, capsys):
     (tmp_path / "run" / "final.json").unlink()
     assert main([*_argv({**overrides, "training.lr": 0.5}, tmp_path / "run"), "--resume"]) == 2
     assert "differs from the run's config.yaml in ['training']" in capsys.readouterr().err
+
+
+def test_resume_refuses_other_supernodes_when_clients_hold_state(tmp_path, tiny_overrides, capsys):
+    overrides = {**tiny_overrides, **DEFENDED, "federation.rounds": 2}
+    assert main(_argv(overrides, tmp_path / "run")) == 0
+    (tmp_path / "run" / "final.json").unlink()  # as if killed after its last checkpoint
+    assert main([*_argv(overrides, tmp_path / "run"), "--resume", "--supernodes", "1"]) == 2
+    assert "resume with the same --supernodes" in capsys.readouterr().err
