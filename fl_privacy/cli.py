@@ -321,7 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:
-        if type(err).__name__ != "RunStopped":  # strategies.failures.RunStopped (not imported: the glue is lazy)
+        from strategies.failures import RunStopped  # light module; the Flower glue stays a lazy import
+
+        if not isinstance(err, RunStopped):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
