@@ -24,7 +24,7 @@ import torch
 t1 = time.time()
 import clients.client_app
 from fl_privacy.config import build_config
-from fl_privacy.run_setup import cached_setup, victim_steps
+from fl_privacy.federation.run_setup import cached_setup, victim_steps
 t2 = time.time()
 config = build_config({}, {})
 setup = cached_setup(config.model_dump_json())

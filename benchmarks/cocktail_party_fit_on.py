@@ -17,8 +17,8 @@ import torch
 from fl_privacy.attacks.cocktail_party import CocktailPartyConfig, cocktail_party, matched_correlation
 from fl_privacy.attacks.threat import Observation
 from fl_privacy.config import load_config
+from fl_privacy.federation.run_setup import load_split
 from fl_privacy.models import build_model
-from fl_privacy.run_setup import load_split
 
 
 def one(data, images: int, width: int, seed: int, fit_on: str) -> float:

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from clients.client_app import app as client_app
-from fl_privacy.attacks.oneshot import attack_once
+from fl_privacy.audit.oneshot import attack_once
 from fl_privacy.config import build_config
-from fl_privacy.inprocess import InProcessGrid
+from fl_privacy.launch.inprocess import InProcessGrid
 from strategies.server_app import run_federation
 
 SETTINGS: dict[str, list[dict]] = {

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fl_privacy.attacks.oneshot import attack_once
+from fl_privacy.audit.oneshot import attack_once
 from fl_privacy.config import build_config
 
 CIFAR_TEST = [3, 10, 21, 30, 40, 50, 60, 70]  # the numbers in README.md used these; in the offline archive (test split

@@ -31,10 +31,10 @@ import torch
 
 from clients.client_app import app as client_app
 from fl_privacy.attacks.generators import train_generator
-from fl_privacy.attacks.oneshot import attack_once
+from fl_privacy.audit.oneshot import attack_once
 from fl_privacy.config import build_config
 from fl_privacy.data import load_dataset
-from fl_privacy.inprocess import InProcessGrid
+from fl_privacy.launch.inprocess import InProcessGrid
 from strategies.server_app import run_federation
 
 PUBLIC_CLASSES = [0, 1, 2, 3, 4]

@@ -18,10 +18,10 @@ import json
 import time
 
 from clients.client_app import app as client_app
-from fl_privacy.attacks.mia.multiround_run import multiround_mia
+from fl_privacy.audit.multiround_mia import multiround_mia
 from fl_privacy.config import build_config
-from fl_privacy.inprocess import InProcessGrid
-from fl_privacy.run_setup import build_model_for, load_split
+from fl_privacy.federation.run_setup import build_model_for, load_split
+from fl_privacy.launch.inprocess import InProcessGrid
 from strategies.server_app import run_federation
 
 

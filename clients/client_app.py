@@ -14,10 +14,10 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fl_privacy.client import client_update
 from fl_privacy.config import ExperimentConfig
-from fl_privacy.run_setup import cached_setup, resolve_device, victim_steps
-from strategies.curious_fedavg import CONFIG_KEY, PARTITION_KEY
+from fl_privacy.federation.client import client_update
+from fl_privacy.federation.protocol import CONFIG_KEY, PARTITION_KEY
+from fl_privacy.federation.run_setup import cached_setup, resolve_device, victim_steps
 
 STATE_KEY = "fl-privacy-defense-state"
 

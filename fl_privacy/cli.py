@@ -28,7 +28,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     import yaml
 
     from fl_privacy.experiments import is_experiment_file, load_experiment
-    from fl_privacy.run_setup import prepare
+    from fl_privacy.federation.run_setup import prepare
 
     if args.config and is_experiment_file(args.config):
         for profile in args.profiles or [None]:
@@ -68,14 +68,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.profile:
         raise ConfigError("--profile applies to experiment files (with an `experiment:` section)")
     config = _load(args)
-    from fl_privacy.run_setup import prepare
+    from fl_privacy.federation.run_setup import prepare
 
     _check_outputs(args, config)
     prepare(config)  # fail fast, before any worker starts
     _replace_if_forced(args)
     if args.backend == "inprocess":
         from clients.client_app import app as client_app
-        from fl_privacy.inprocess import InProcessGrid
+        from fl_privacy.launch.inprocess import InProcessGrid
         from fl_privacy.progress import RoundProgress
         from strategies.server_app import run_federation
 
@@ -91,8 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _check_outputs(args: argparse.Namespace, config: ExperimentConfig) -> None:
     """``--out`` free (or ``--force``) and creatable, devices present: before data loads or a folder is made."""
+    from fl_privacy.federation.run_setup import resolve_device
     from fl_privacy.out_paths import check_run_dir
-    from fl_privacy.run_setup import resolve_device
 
     resume = getattr(args, "resume", False)
     if resume and (not args.out or getattr(args, "force", False)):
@@ -183,15 +183,15 @@ def _run_ray(config: ExperimentConfig, args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     """Build one client update from the config and attack it (no federation)."""
-    from fl_privacy.attacks.oneshot import attack_once
+    from fl_privacy.audit.oneshot import attack_once
+    from fl_privacy.federation.run_setup import resolve_device
     from fl_privacy.metrics import try_lpips
-    from fl_privacy.run_setup import resolve_device
 
     config = _load(args)
     indices = parse_indices(args.indices)
     _check_outputs(args, config)
     if config.attack.name != "none":
-        from fl_privacy.attacks.runner import gia_config
+        from fl_privacy.audit.run_attacks import gia_config
 
         gia_config(config)  # the attack's settings and generator file, before --force removes an old run
     _replace_if_forced(args)
@@ -221,7 +221,7 @@ def cmd_audit_dp(args: argparse.Namespace) -> int:
 
     from fl_privacy.dp.audit import audit_dp
     from fl_privacy.dp.guarantee import check_model
-    from fl_privacy.run_setup import prepare
+    from fl_privacy.federation.run_setup import prepare
 
     config = _load(args)
     model = prepare(config).new_model()
@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--out", help="JSON file (default <out_dir>/<name>-audit-dp.json)")
     audit.set_defaults(func=cmd_audit_dp)
 
-    from fl_privacy.superlink import add_superlink_parser
+    from fl_privacy.launch.superlink import add_superlink_parser
 
     add_superlink_parser(sub)
 
@@ -321,7 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:
-        from strategies.failures import RunStopped  # light module; the Flower glue stays a lazy import
+        from fl_privacy.federation.failures import RunStopped  # light module; the Flower glue stays a lazy import
 
         if not isinstance(err, RunStopped):
             raise

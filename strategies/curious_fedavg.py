@@ -19,19 +19,17 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fl_privacy.aggregation import WeightedMean
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.defenses import dense_bytes
 from fl_privacy.dp.guarantee import client_sampling, release_policy
 from fl_privacy.dp.release import central_stage, client_pipeline
-from fl_privacy.recording import RecordedUpdate, UpdateRecorder, aggregate_update, public_num_examples
-from fl_privacy.training import apply_gradient
-from strategies.failures import RoundFailures
+from fl_privacy.federation.aggregation import WeightedMean
+from fl_privacy.federation.failures import RoundFailures
+from fl_privacy.federation.protocol import CONFIG_KEY, PARTITION_KEY
+from fl_privacy.federation.recording import RecordedUpdate, UpdateRecorder, aggregate_update, public_num_examples
+from fl_privacy.sgd import apply_gradient
 
 Tensors = dict[str, torch.Tensor]
-CONFIG_KEY = "fl-privacy-config"
-PARTITION_KEY = "partition-id"
-"""Set in a train message when SuperNodes host several clients: the partition to train."""
 
 
 def _no_metric_average(records: list, weighted_by_key: str) -> MetricRecord:  # noqa: ARG001

@@ -18,21 +18,21 @@ from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord, R
 from flwr.common import log
 from flwr.serverapp import Grid, ServerApp
 
-from fl_privacy.attacks.advice import degenerate_attack_warnings
+from fl_privacy.audit.advice import degenerate_attack_warnings
 from fl_privacy.config import ConfigError, ExperimentConfig, from_run_config, shadowed_defaults
 from fl_privacy.data import ImageData
 from fl_privacy.defenses import build_pipeline
 from fl_privacy.dp.guarantee import check_model
 from fl_privacy.dp.report import privacy_block, summary_lines
-from fl_privacy.deployment import announce_failure
-from fl_privacy.evaluation import evaluate_model
+from fl_privacy.federation.checkpoint import RoundCheckpoint, check_resumable, truncate_records
+from fl_privacy.federation.evaluation import evaluate_model
+from fl_privacy.federation.failures import RunStopped
+from fl_privacy.federation.recording import AttackHook, RecordedUpdate, UpdateRecorder
+from fl_privacy.federation.run_setup import RunSetup, build_model_for, load_split, prepare, resolve_device, victim_steps
+from fl_privacy.launch.deployment import announce_failure
 from fl_privacy.progress import RoundProgress
-from fl_privacy.recording import AttackHook, RecordedUpdate, UpdateRecorder
 from fl_privacy.reporting import RunDirectory, write_summary
 from fl_privacy.reporting.run_report import write_run_report
-from strategies.failures import RunStopped
-from fl_privacy.run_setup import RunSetup, build_model_for, load_split, prepare, resolve_device, victim_steps
-from strategies.checkpoint import RoundCheckpoint, check_resumable, truncate_records
 from strategies.curious_fedavg import CuriousFedAvg
 from strategies.streaming_grid import StreamingGrid
 
@@ -91,7 +91,7 @@ def run_federation(grid: Grid, config: ExperimentConfig, out: str | None = None,
     recorder = UpdateRecorder(config, run, ground_truth, attack=_victim_hook(setup, test, run, device))
     auditor = None
     if config.mia.rounds:
-        from fl_privacy.attacks.mia_round import MembershipAuditor
+        from fl_privacy.audit.mia_round import MembershipAuditor
 
         auditor = MembershipAuditor(config, setup.train, test, setup.partitions,
                                     lambda: build_model_for(config, setup.train, seed=-1), run.root / "mia", device)
@@ -200,8 +200,8 @@ def _victim_hook(setup: RunSetup, test: ImageData, run: RunDirectory, device: to
     config = setup.config
     if config.attack.name == "none" and not config.mia.gradient:
         return None
-    from fl_privacy.attacks.observe import VictimTruth
-    from fl_privacy.attacks.runner import attack_updates
+    from fl_privacy.audit.observe import VictimTruth
+    from fl_privacy.audit.run_attacks import attack_updates
     from fl_privacy.metrics import try_lpips
 
     lpips = None
@@ -227,7 +227,7 @@ def _victim_hook(setup: RunSetup, test: ImageData, run: RunDirectory, device: to
                     rec.partition_id, rec.server_round, outcome["psnr_mean"], outcome["ssim_mean"],
                     outcome["label_acc"], outcome["seconds"])
         if config.mia.gradient:
-            from fl_privacy.attacks.mia_round import gradient_mia
+            from fl_privacy.audit.mia_round import gradient_mia
 
             for rec, truth, outcome in zip(recorded, truths, outcomes):
                 outcome.update(gradient_mia(rec, setup.new_model(), setup.train, test, truth.indices, config, device))
@@ -305,7 +305,7 @@ def _igsa(model: torch.nn.Module, test: Any, config: ExperimentConfig, device: A
 def _probe(model: torch.nn.Module, config: ExperimentConfig, run: RunDirectory, server_round: int) -> dict[str, Any]:
     """SoK sec. 5.1: attack a one-step FedSGD gradient of ``attack.probe_images`` test images on the current global
     model (the model clients receive in round ``server_round + 1``); the same images every round."""
-    from fl_privacy.attacks.oneshot import attack_once
+    from fl_privacy.audit.oneshot import attack_once
 
     count = config.attack.probe_images
     test_size = len(load_split(config, "test"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fl_privacy.attacks.advice import degenerate_attack_warnings
+from fl_privacy.audit.advice import degenerate_attack_warnings
 from fl_privacy.config import build_config
 from fl_privacy.models import build_model
 from tests.conftest import needs_mnist

@@ -11,13 +11,13 @@ import torch
 from clients.client_app import app as client_app
 from fl_privacy.attacks import ATTACK_NAMES
 from fl_privacy.attacks.gia import PRESETS
-from fl_privacy.attacks.observe import VictimTruth, observe
-from fl_privacy.attacks.oneshot import attack_once
+from fl_privacy.audit.observe import VictimTruth, observe
+from fl_privacy.audit.oneshot import attack_once
 from fl_privacy.cli import main as cli_main
 from fl_privacy.config import ConfigError, ThreatConfig, build_config
-from fl_privacy.inprocess import InProcessGrid
-from fl_privacy.recording import RecordedUpdate
-from fl_privacy.run_setup import prepare, victim_steps
+from fl_privacy.federation.recording import RecordedUpdate
+from fl_privacy.federation.run_setup import prepare, victim_steps
+from fl_privacy.launch.inprocess import InProcessGrid
 from strategies.server_app import run_federation
 from tests.conftest import needs_mnist
 
@@ -53,7 +53,7 @@ def _observation(threat: ThreatConfig, algorithm: str = "fedavg"):
     steps = victim_steps(setup, 1, 0)
     truth = VictimTruth.from_steps(setup.train, steps, config.data.normalize)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    from fl_privacy.client import client_update
+    from fl_privacy.federation.client import client_update
 
     reply = client_update(config, setup.new_model(), setup.train, steps, state, 0, 1, {})
     names = [n for n, _ in model.named_parameters()]
@@ -132,7 +132,7 @@ def test_cli_attack(tmp_path, capsys):
 
 
 def test_granted_labels_are_used_and_missing_knowledge_fails_fast():
-    from fl_privacy.attacks.runner import gia_config
+    from fl_privacy.audit.run_attacks import gia_config
 
     granted = build_config({}, {**ATTACKED, "attack.name": "inverting_gradients", "attack.threat.labels": True})
     assert gia_config(granted).labels == "known"
@@ -176,7 +176,7 @@ def test_train_generator_then_latent_attack(tmp_path, capsys):
 
 
 def test_round_victims_are_attacked_as_one_batch_with_their_solo_results(tmp_path):
-    from fl_privacy.attacks.runner import attack_update
+    from fl_privacy.audit.run_attacks import attack_update
 
     overrides = {**ATTACKED, "attack.name": "inverting_gradients", "attack.gia.iterations": 6, "attack.rounds": [1],
                  "federation.rounds": 1, "attack.victims": 2, "attack.threat.labels": True}

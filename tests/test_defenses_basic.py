@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from fl_privacy.defenses import DEFENSES, DefenseContext, DefensePipeline, build_pipeline
-from fl_privacy.dp.accounting import gaussian_epsilon, noise_multiplier_for_target
 from fl_privacy.defenses.clipping import global_norm
 from fl_privacy.defenses.quantization import quantize_tensor
+from fl_privacy.dp.accounting import gaussian_epsilon, noise_multiplier_for_target
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 CHECK_Q, CHECK_SIGMA, CHECK_STEPS, CHECK_DELTA = 256 / 60000, 1.1, 14062, 1e-5  # REFERENCES.md "Defenses"

@@ -12,7 +12,7 @@ import pytest
 
 from clients.client_app import client_partition, node_partition
 from fl_privacy.data import partition
-from fl_privacy.deployment import FAILED_BANNER, announce_failure
+from fl_privacy.launch.deployment import FAILED_BANNER, announce_failure
 
 
 def test_supernode_without_node_config_gets_an_error_naming_the_flag():

@@ -14,14 +14,19 @@ from torch import nn
 from fl_privacy.attacks.gia import GIAConfig
 from fl_privacy.attacks.gia.engine import GIAProblem
 from fl_privacy.attacks.gia.fedavg import (
-    FedAvgAttackConfig, FedAvgProblem, chosen_batching, exponential_layer_weights, fedavg_preset, granted_batching,
+    FedAvgAttackConfig,
+    FedAvgProblem,
+    chosen_batching,
+    exponential_layer_weights,
+    fedavg_preset,
+    granted_batching,
     reconstruct_fedavg,
 )
 from fl_privacy.attacks.gia.fedavg_labels import fedavg_label_counts, round_counts
 from fl_privacy.attacks.gia.objectives import l2_distance
 from fl_privacy.attacks.threat import LocalTraining, Observation, Schedule
 from fl_privacy.models import build_model
-from fl_privacy.training import sgd_steps
+from fl_privacy.sgd import sgd_steps
 from tests.conftest import needs_mnist
 
 
@@ -145,7 +150,7 @@ def test_fedsgd_update_and_missing_hyperparameters_are_refused():
 
 
 def test_attack_name_resolves_through_the_config_path():
-    from fl_privacy.attacks.runner import gia_config
+    from fl_privacy.audit.run_attacks import gia_config
     from fl_privacy.config import ConfigError, build_config
 
     config = build_config({}, {"attack.name": "dimitrov_fedavg", "attack.threat.labels": True,
@@ -161,7 +166,7 @@ def test_smoke_tiny_federation_attacks_a_fedavg_update(tmp_path):
     """Two MNIST clients, 2 local epochs of 2 mini-batches: the curious server runs dimitrov_fedavg on one."""
     from clients.client_app import app as client_app
     from fl_privacy.config import build_config
-    from fl_privacy.inprocess import InProcessGrid
+    from fl_privacy.launch.inprocess import InProcessGrid
     from strategies.server_app import run_federation
     config = build_config({}, {
         "data.dataset": "mnist", "data.partition": "iid", "data.samples_per_client": 4, "data.normalize": False,

@@ -89,9 +89,9 @@ def test_local_noise_is_accounted_per_client_without_amplification():
 @pytest.mark.parametrize("buffers", ["withhold", "noise"])
 def test_nothing_in_a_reply_bypasses_the_dp_stage(tiny_overrides, monkeypatch, algorithm, buffers):
     """HEAD sent BatchNorm running statistics and the train loss around the pipeline."""
-    from fl_privacy.client import client_update
     from fl_privacy.defenses.noise import GaussianNoise
-    from fl_privacy.run_setup import prepare, victim_steps
+    from fl_privacy.federation.client import client_update
+    from fl_privacy.federation.run_setup import prepare, victim_steps
 
     config = build_config({}, {**tiny_overrides, "model.name": "convnet", "model.width": 2, "training.algorithm": algorithm,
                                "privacy.mechanism": "local",
@@ -136,7 +136,7 @@ def test_buffers_and_metrics_policies_default_to_withhold_under_dp_only():
 @needs_mnist
 def test_raw_buffers_under_dp_fail_before_round_1(tiny_overrides):
     from fl_privacy.dp.guarantee import check_model
-    from fl_privacy.run_setup import prepare
+    from fl_privacy.federation.run_setup import prepare
 
     config = build_config({}, {**tiny_overrides, "model.name": "convnet", "model.width": 2, "defenses": [LOCAL],
                                "privacy.buffers": "share"})
@@ -237,7 +237,7 @@ def test_central_noise_is_added_once_on_the_server():
 def test_sample_mechanism_rejects_batchnorm_in_train_mode_and_clips_per_example(tiny_overrides):
     from fl_privacy.dp.guarantee import check_model
     from fl_privacy.dp.release import dp_gradient
-    from fl_privacy.run_setup import prepare
+    from fl_privacy.federation.run_setup import prepare
 
     flat = {**tiny_overrides, "privacy.mechanism": "sample", "privacy.clip": 0.1, "privacy.noise_multiplier": 1.0}
     with pytest.raises(ConfigError, match="BatchNorm"):
@@ -266,7 +266,7 @@ def test_each_mechanism_runs_and_reports_its_block(tmp_path, tiny_overrides, mec
     import json
 
     from clients.client_app import app as client_app
-    from fl_privacy.inprocess import InProcessGrid
+    from fl_privacy.launch.inprocess import InProcessGrid
     from strategies.server_app import run_federation
 
     config = build_config({}, {**tiny_overrides, "privacy.mechanism": mechanism, "privacy.clip": 1.0,
@@ -286,8 +286,8 @@ def test_each_mechanism_runs_and_reports_its_block(tmp_path, tiny_overrides, mec
 
 
 def test_central_dp_releases_noise_when_poisson_samples_nobody():
+    from fl_privacy.federation.failures import RoundFailures
     from strategies.curious_fedavg import CuriousFedAvg
-    from strategies.failures import RoundFailures
 
     config = _config(**{"privacy.mechanism": "central", "privacy.clip": 1.0, "privacy.noise_multiplier": 1.0,
                         "federation.num_clients": 10, "federation.fraction_train": 0.3,

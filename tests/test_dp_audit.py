@@ -19,7 +19,7 @@ MECHANISMS = [("local", {}), ("central", {"federation.sampling": "poisson", "fed
 
 
 def _audit(mechanism, extra, canaries=100, **flat):
-    from fl_privacy.run_setup import prepare
+    from fl_privacy.federation.run_setup import prepare
 
     config = build_config({}, {**TINY, "privacy.mechanism": mechanism, "privacy.clip": 1.0,
                                "privacy.noise_multiplier": 2.0, **extra, **flat})

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fl_privacy.attacks import oneshot
+from fl_privacy.audit import oneshot
 from fl_privacy.config import ConfigError
 from fl_privacy.experiments import is_experiment_file, load_experiment, run_experiment
 from fl_privacy.experiments import runner as runner_module

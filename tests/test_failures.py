@@ -7,7 +7,7 @@ import pytest
 import clients.client_app as client_module
 from clients.client_app import app as client_app
 from fl_privacy.config import ConfigError, build_config
-from fl_privacy.inprocess import InProcessGrid
+from fl_privacy.launch.inprocess import InProcessGrid
 from strategies.server_app import discover_nodes, run_federation
 from tests.conftest import needs_mnist
 

@@ -19,9 +19,10 @@ from fl_privacy.attacks.gia.unroll import unrolled_delta
 from fl_privacy.attacks.threat import Observation, Schedule
 from fl_privacy.config import TrainingConfig
 from fl_privacy.data import ImageData
+from fl_privacy.federation.training import local_update
 from fl_privacy.metrics import psnr
 from fl_privacy.models import build_model
-from fl_privacy.training import local_update, split_state
+from fl_privacy.sgd import split_state
 
 
 # ----------------------------------------------------------------------------- helpers

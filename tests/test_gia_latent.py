@@ -24,7 +24,7 @@ from fl_privacy.attacks.gia.latent import (
 from fl_privacy.attacks.threat import Observation, Schedule
 from fl_privacy.metrics import psnr
 from fl_privacy.models import build_model
-from fl_privacy.training import loss_fn, split_state
+from fl_privacy.sgd import loss_fn, split_state
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 NZ = 16

@@ -13,7 +13,7 @@ from torch.func import functional_call
 from fl_privacy.attacks.gia.labels import LABEL_METHODS, infer_labels, output_layer_gradient
 from fl_privacy.attacks.threat import Observation, Schedule
 from fl_privacy.models import build_model
-from fl_privacy.training import loss_fn, sgd_steps, split_state
+from fl_privacy.sgd import loss_fn, sgd_steps, split_state
 
 REPEATED = torch.tensor([3, 3, 3, 7, 1, 1, 0, 9])
 

@@ -37,9 +37,9 @@ from fl_privacy.attacks.mia import (
     train_model,
 )
 from fl_privacy.data import ImageData, load_dataset
+from fl_privacy.federation.recording import RecordedUpdate
 from fl_privacy.models import build_model
-from fl_privacy.recording import RecordedUpdate
-from fl_privacy.training import loss_fn, sgd_steps, split_state
+from fl_privacy.sgd import loss_fn, sgd_steps, split_state
 
 
 # ----------------------------------------------------------------------------- data and models

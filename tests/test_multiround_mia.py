@@ -13,7 +13,7 @@ from torch import nn
 
 from fl_privacy.attacks.mia import roc_metrics
 from fl_privacy.attacks.mia.multiround import fedmia_scores, round_measurements, trajectory_scores
-from fl_privacy.training import sgd_steps
+from fl_privacy.sgd import sgd_steps
 from tests.conftest import needs_mnist
 
 
@@ -81,10 +81,10 @@ def test_overfit_members_separate_with_measurements_from_real_updates():
 @needs_mnist
 def test_smoke_multiround_mia_on_a_recorded_federation(tmp_path):
     from clients.client_app import app as client_app
-    from fl_privacy.attacks.mia.multiround_run import SCORES, multiround_mia
+    from fl_privacy.audit.multiround_mia import SCORES, multiround_mia
     from fl_privacy.config import build_config
-    from fl_privacy.inprocess import InProcessGrid
-    from fl_privacy.run_setup import build_model_for, load_split
+    from fl_privacy.federation.run_setup import build_model_for, load_split
+    from fl_privacy.launch.inprocess import InProcessGrid
     from strategies.server_app import run_federation
 
     config = build_config({}, {

@@ -11,7 +11,7 @@ import pytest
 
 from clients.client_app import app as client_app
 from fl_privacy.config import build_config
-from fl_privacy.inprocess import InProcessGrid
+from fl_privacy.launch.inprocess import InProcessGrid
 from fl_privacy.reporting.redact import HIDDEN, redact, redact_argv, redact_text
 from strategies.server_app import run_federation
 from tests.browser import chromium, load_in_browser

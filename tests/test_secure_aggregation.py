@@ -11,15 +11,15 @@ import torch
 
 from clients.client_app import app as client_app
 from fl_privacy.attacks.cocktail_party import CocktailPartyConfig, cocktail_party, matched_correlation
-from fl_privacy.attacks.observe import VictimTruth, observe
-from fl_privacy.attacks.runner import gia_config
 from fl_privacy.attacks.threat import Observation
+from fl_privacy.audit.observe import VictimTruth, observe
+from fl_privacy.audit.run_attacks import gia_config
 from fl_privacy.config import ConfigError, build_config, load_config
-from fl_privacy.inprocess import InProcessGrid
+from fl_privacy.federation.recording import AGGREGATE_ID, RecordedUpdate
+from fl_privacy.federation.run_setup import prepare, victim_steps
+from fl_privacy.federation.training import local_update
+from fl_privacy.launch.inprocess import InProcessGrid
 from fl_privacy.models import build_model
-from fl_privacy.recording import AGGREGATE_ID, RecordedUpdate
-from fl_privacy.run_setup import prepare, victim_steps
-from fl_privacy.training import local_update
 from strategies.server_app import run_federation
 from tests.conftest import needs_mnist
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from fl_privacy import superlink
+from fl_privacy.launch import superlink
 
 
 def _free_port() -> int:

@@ -8,7 +8,8 @@ import torch
 
 from fl_privacy.config import TrainingConfig
 from fl_privacy.data import ImageData
-from fl_privacy.training import batch_schedule, local_update, sgd_steps, split_state
+from fl_privacy.federation.training import batch_schedule, local_update
+from fl_privacy.sgd import sgd_steps, split_state
 
 
 def _data(n: int = 6) -> ImageData:

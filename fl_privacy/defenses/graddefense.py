@@ -120,7 +120,7 @@ class _BatchStatNorm(nn.Module):
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    from fl_privacy.training import loss_fn  # the client's own loss (mean cross-entropy)
+    from fl_privacy.sgd import loss_fn  # the client's own loss (mean cross-entropy)
 
     return loss_fn(logits, labels)
 

@@ -105,9 +105,9 @@ def _cosines(views: torch.Tensor, directions: torch.Tensor) -> np.ndarray:
 
 
 def _client_level(config: Any, model: torch.nn.Module, canaries: int, rounds: int, seed: int) -> dict[str, Any]:
-    from fl_privacy.aggregation import WeightedMean
     from fl_privacy.defenses import DefenseContext
     from fl_privacy.dp.release import client_pipeline, release_update
+    from fl_privacy.federation.aggregation import WeightedMean
     from strategies.curious_fedavg import CuriousFedAvg, sample_clients
 
     mechanism = resolve(config)

@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from fl_privacy.dp.accounting import RELATION_NAMES, Relation, gaussian_epsilon, noise_multiplier_for_target
+from fl_privacy.dp.accounting import Relation, noise_multiplier_for_target
 
 PROTECTS = {
     "local": "the server and everyone after it (other clients, users of the global model)",

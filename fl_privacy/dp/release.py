@@ -77,7 +77,7 @@ def dp_gradient(model: torch.nn.Module, params: Tensors, buffers: Tensors, x: to
                 clip: float, noise_multiplier: float, generator: torch.Generator) -> tuple[Tensors, torch.Tensor]:
     """DP-SGD gradient (Abadi et al. 2016): per-example gradients clipped to ``clip``, summed, plus
     N(0, (sigma clip)^2), divided by the batch size. Returns (gradient, mean loss of the batch)."""
-    from fl_privacy.training import loss_fn
+    from fl_privacy.sgd import loss_fn
 
     def one(p: Tensors, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         return loss_fn(functional_call(model, (p, buffers), (xi[None],)), yi[None])
@@ -102,7 +102,7 @@ def noisy_clipped_sum(per_example: Tensors, clip: float, noise_multiplier: float
 def dpsgd_steps(model: torch.nn.Module, params: Tensors, buffers: Tensors, batches: Any, training: Any,
                 clip: float, noise_multiplier: float, generator: torch.Generator) -> tuple[Tensors, list[torch.Tensor]]:
     """Local SGD (momentum, weight decay as ``training``) on DP-SGD gradients; returns (params, losses)."""
-    from fl_privacy.training import sgd_update
+    from fl_privacy.sgd import sgd_update
 
     current = {k: v.detach() for k, v in params.items()}
     velocity: Tensors = {}

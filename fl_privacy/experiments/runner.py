@@ -37,12 +37,12 @@ import torch
 import yaml
 
 from clients.client_app import app as client_app
-from fl_privacy.attacks.oneshot import attack_once
+from fl_privacy.audit.oneshot import attack_once
 from fl_privacy.config import ConfigError, ExperimentConfig
 from fl_privacy.experiments.parallel import FAILED, RayOptions, RunsFailed, check_options, run_on_ray
 from fl_privacy.experiments.spec import ATTACK_METRICS, FEDERATION_METRICS, Experiment, Unit, load_experiment, show
 from fl_privacy.experiments.tables import write_summary
-from fl_privacy.inprocess import InProcessGrid
+from fl_privacy.launch.inprocess import InProcessGrid
 from fl_privacy.reporting.experiment_report import write_experiment_report
 from strategies.server_app import run_federation
 
@@ -156,8 +156,8 @@ class _Lpips:
         self._by_device: dict[str, Any] = {}
 
     def __call__(self, config: ExperimentConfig) -> Any:
+        from fl_privacy.federation.run_setup import resolve_device
         from fl_privacy.metrics import try_lpips
-        from fl_privacy.run_setup import resolve_device
 
         device = str(resolve_device(config.resources.device))
         if device not in self._by_device:
@@ -367,7 +367,7 @@ def prepare_generators(experiment: Experiment, todo: list[Unit], stream: Any, pr
         if path.exists():
             continue
         from fl_privacy.attacks.generators import train_generator
-        from fl_privacy.run_setup import resolve_device
+        from fl_privacy.federation.run_setup import resolve_device
 
         spec = dict(experiment.generators[name])
         config = next(iter(experiment.points[0].configs.values()))

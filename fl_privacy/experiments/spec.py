@@ -747,7 +747,7 @@ def _victims_for(point: Point, spec: dict[str, Any], mode: str, total: int) -> l
     if "clients" in spec:
         clients = spec["clients"][: spec.get("count", len(spec["clients"]))]
         return [Victim(i, "train", client=c) for i, c in enumerate(clients)]
-    from fl_privacy.run_setup import images_per_update
+    from fl_privacy.federation.run_setup import images_per_update
 
     where = f"sweep point {point.index + 1} of {total} ({point.label()})"
     config = next(iter(point.configs.values()))
@@ -785,7 +785,7 @@ def _indices(spec: dict[str, Any], config: ExperimentConfig, where: str) -> list
         return list(indices)
     import numpy as np
 
-    from fl_privacy.run_setup import load_split
+    from fl_privacy.federation.run_setup import load_split
 
     try:
         size = len(load_split(config, spec["split"]))
@@ -870,8 +870,8 @@ def _figure(raw: dict[str, Any], index: int, mode: str, keys: list[str]) -> Figu
 def preflight(experiment: Experiment) -> None:
     """Data, models, victims and attack knowledge of every point x seed, before the first run."""
     from fl_privacy.attacks import GIA_L_NAMES
-    from fl_privacy.attacks.runner import gia_config
-    from fl_privacy.run_setup import build_model_for, images_per_update, load_split, prepare
+    from fl_privacy.audit.run_attacks import gia_config
+    from fl_privacy.federation.run_setup import build_model_for, images_per_update, load_split, prepare
 
     models_checked: set[str] = set()
     for point in experiment.points:

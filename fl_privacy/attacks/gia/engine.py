@@ -48,7 +48,7 @@ from fl_privacy.attacks.gia.priors import bn_statistics, l2_norm, total_variatio
 from fl_privacy.attacks.gia.stopping import BestIterate
 from fl_privacy.attacks.gia.unroll import unrolled_delta
 from fl_privacy.attacks.threat import Observation
-from fl_privacy.training import loss_fn
+from fl_privacy.sgd import loss_fn
 
 __all__ = ["GIAConfig", "GIAProblem", "GIAResult", "reconstruct", "reconstruct_victims"]
 

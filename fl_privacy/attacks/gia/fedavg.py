@@ -38,7 +38,14 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from fl_privacy.attacks.gia.engine import (
-    GIAConfig, GIAProblem, GIAResult, _logged_iterations, _log_step, check_choices, default_device, from_presets,
+    GIAConfig,
+    GIAProblem,
+    GIAResult,
+    _log_step,
+    _logged_iterations,
+    check_choices,
+    default_device,
+    from_presets,
     pick_best_restart,
 )
 from fl_privacy.attacks.gia.objectives import cosine_distance, l2_distance

@@ -4,7 +4,7 @@ At the "known batch schedule" threat level the server knows the client's lr,
 momentum, weight decay and which of its samples (by position) went into every
 local step, in order (``Schedule``). It re-runs exactly that local training on
 the dummy batch with the client's own implementation
-(``fl_privacy.training.sgd_steps``) and matches ``w_after - w_before`` to the
+(``fl_privacy.sgd.sgd_steps``) and matches ``w_after - w_before`` to the
 received ``delta`` (breaching's ``UserMultiStep``, Geiping et al.'s
 ``FedAvgReconstructor``). Because the code is the client's, the unrolled delta
 equals the real one for the true data and labels (a test checks it).
@@ -17,7 +17,7 @@ from functools import lru_cache
 import torch
 
 from fl_privacy.attacks.threat import Schedule
-from fl_privacy.training import sgd_steps
+from fl_privacy.sgd import sgd_steps
 
 Tensors = dict[str, torch.Tensor]
 

@@ -16,7 +16,7 @@ from fl_privacy.data import ImageData
 from fl_privacy.defenses import DefenseContext
 from fl_privacy.dp.guarantee import release_policy, resolve
 from fl_privacy.dp.release import client_pipeline, release_update
-from fl_privacy.training import local_update
+from fl_privacy.federation.training import local_update
 
 Tensors = dict[str, torch.Tensor]
 

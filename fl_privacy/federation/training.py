@@ -1,29 +1,22 @@
 """Local training: what a client computes before it shares.
 
-One functional implementation of local SGD (``sgd_steps``) serves both sides:
-the client runs it to train, and a known-schedule attacker runs the very same
-code on dummy data with ``create_graph=True`` to differentiate through every
-step (``fl_privacy.attacks.gia.unroll``). Gradients come from
-``torch.func.grad``, so the same code also runs under ``torch.func.vmap`` (the
-attacker batches its restarts). So the unrolled update equals the client's
-update for the true data by construction, and a test checks it.
+The SGD itself lives in ``fl_privacy.sgd``, shared with the known-schedule
+attacker, so the unrolled update equals the client's update for the true data
+by construction (a test checks it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 
 from fl_privacy.config import TrainingConfig
 from fl_privacy.data import ImageData
-
-Tensors = dict[str, torch.Tensor]
+from fl_privacy.sgd import Tensors, loss_fn, sgd_steps, split_state
 
 
 @dataclass
@@ -39,79 +32,6 @@ class LocalResult:
     train_loss: float
     steps: list[np.ndarray]
     """Dataset indices of each local step, in order. Ground truth: never part of an Observation."""
-
-
-def split_state(model: torch.nn.Module) -> tuple[Tensors, Tensors]:
-    """Detached copies of (parameters, buffers), keyed like ``state_dict``."""
-    params = {k: v.detach().clone() for k, v in model.named_parameters()}
-    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-    return params, buffers
-
-
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy; ``labels`` may be class ids or (soft) probability rows, as DLG needs."""
-    return F.cross_entropy(logits, labels)
-
-
-def _batch_loss(params: Tensors, model: torch.nn.Module, buffers: Tensors, x: torch.Tensor,
-                y: torch.Tensor) -> torch.Tensor:
-    return loss_fn(functional_call(model, (params, buffers), (x,)), y)
-
-
-_grad_and_loss = torch.func.grad_and_value(_batch_loss)
-
-
-def sgd_update(
-    params: Tensors, grads: Tensors, velocity: Tensors, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
-) -> tuple[Tensors, Tensors]:
-    """One step of ``torch.optim.SGD`` (no dampening, no Nesterov), out of place.
-
-    Returns (new parameters, new momentum buffers); an empty ``velocity`` means
-    the first step (the buffer starts as the gradient, as in ``torch.optim.SGD``).
-    """
-    updated: Tensors = {}
-    new_velocity: Tensors = {}
-    for name, value in params.items():
-        grad = grads[name]
-        if weight_decay:
-            grad = grad + weight_decay * value
-        if momentum:
-            grad = velocity[name] * momentum + grad if name in velocity else grad
-            new_velocity[name] = grad
-        updated[name] = value - lr * grad
-    return updated, new_velocity
-
-
-def sgd_steps(
-    model: torch.nn.Module,
-    params: Tensors,
-    buffers: Tensors,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    lr: float,
-    momentum: float = 0.0,
-    weight_decay: float = 0.0,
-    create_graph: bool = False,
-) -> tuple[Tensors, list[torch.Tensor]]:
-    """Plain (momentum) SGD, as ``torch.optim.SGD`` defines it, functionally.
-
-    ``buffers`` are updated in place by BatchNorm in train mode (as on a real
-    client). With ``create_graph`` the returned parameters stay differentiable
-    w.r.t. the inputs of every batch (known-schedule gradient inversion).
-    Gradients come from ``torch.func.grad``, so the function is also
-    vmappable (then BatchNorm must not update running statistics in place,
-    e.g. after ``torch.func.replace_all_batch_norm_modules_``, or be in eval mode).
-    """
-    current = {k: v if create_graph and v.requires_grad else v.detach() for k, v in params.items()}
-    velocity: Tensors = {}
-    losses = []
-    for x, y in batches:
-        grads, loss = _grad_and_loss(current, model, buffers, x, y)
-        current, velocity = sgd_update(current, grads, velocity, lr, momentum, weight_decay)
-        if not create_graph:
-            current = {k: v.detach() for k, v in current.items()}
-            velocity = {k: v.detach() for k, v in velocity.items()}
-        losses.append(loss.detach())
-    return current, losses
 
 
 def batch_schedule(
@@ -182,8 +102,3 @@ def local_update(
     )
     num_examples = len(np.unique(np.concatenate(steps)))
     return LocalResult(new_params, buffers, "weights", num_examples, float(torch.stack(losses).mean()), steps)
-
-
-def apply_gradient(params: Tensors, gradient: Tensors, lr: float) -> Tensors:
-    """Server side of FedSGD: one step of the averaged gradient."""
-    return {k: params[k] - lr * gradient[k] if k in gradient else params[k] for k in params}

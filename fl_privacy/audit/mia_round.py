@@ -21,7 +21,7 @@ from fl_privacy.attacks.mia.gradient import score_recorded_update
 from fl_privacy.attacks.mia.reference import train_reference_models
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.data import ImageData
-from fl_privacy.recording import RecordedUpdate
+from fl_privacy.federation.recording import RecordedUpdate
 
 SUMMARY_KEYS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
 

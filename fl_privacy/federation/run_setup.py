@@ -77,7 +77,7 @@ def check_generator_fits(config: ExperimentConfig, image_shape: tuple[int, ...])
 
     path = config.attack.generator
     if config.attack.name in GIA_L_NAMES and path and Path(path).expanduser().is_file():
-        from fl_privacy.attacks.runner import generator_info
+        from fl_privacy.audit.run_attacks import generator_info
 
         generator_info(path, tuple(image_shape))
 
@@ -116,7 +116,7 @@ def _check_attack_size(config: ExperimentConfig, partitions: tuple[np.ndarray, .
     """An attack on thousands of images would run for days: refuse before round 1."""
     if config.attack.name == "none":
         return
-    from fl_privacy.attacks.runner import gia_config
+    from fl_privacy.audit.run_attacks import gia_config
 
     gia = gia_config(config)  # preset, overrides and the knowledge they need
     probe = config.attack.probe_images
@@ -148,7 +148,7 @@ def _check_attack_size(config: ExperimentConfig, partitions: tuple[np.ndarray, .
 
 def victim_steps(setup: "RunSetup", server_round: int, partition_id: int) -> list[np.ndarray]:
     """The dataset indices of each local step of a client in a round (evaluator side)."""
-    from fl_privacy.training import batch_schedule
+    from fl_privacy.federation.training import batch_schedule
 
     c = setup.config
     return batch_schedule(setup.partitions[partition_id], c.training, c.seed, server_round, partition_id)

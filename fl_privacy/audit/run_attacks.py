@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from fl_privacy.attacks.cocktail_party import CocktailPartyConfig, cocktail_party, matched_correlation
-from fl_privacy.attacks.observe import VictimTruth, observe
+from fl_privacy.audit.observe import VictimTruth, observe
 from fl_privacy.config import ConfigError, ExperimentConfig
 from fl_privacy.data import ImageData
-from fl_privacy.recording import RecordedUpdate
+from fl_privacy.federation.recording import RecordedUpdate
 from fl_privacy.reporting.images import save_comparison_grid, save_trace
 
 ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc", "ssim_uniform7_mean")

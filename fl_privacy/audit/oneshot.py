@@ -14,15 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from fl_privacy.attacks.advice import degenerate_attack_warnings
-from fl_privacy.attacks.observe import VictimTruth
-from fl_privacy.attacks.runner import attack_update
-from fl_privacy.client import client_update
+from fl_privacy.audit.advice import degenerate_attack_warnings
+from fl_privacy.audit.observe import VictimTruth
+from fl_privacy.audit.run_attacks import attack_update
 from fl_privacy.config import ConfigError, ExperimentConfig
-from fl_privacy.recording import RecordedUpdate, public_num_examples
+from fl_privacy.federation.client import client_update
+from fl_privacy.federation.recording import RecordedUpdate, public_num_examples
+from fl_privacy.federation.run_setup import build_model_for, load_split, prepare, resolve_device, victim_steps
+from fl_privacy.federation.training import batch_schedule
 from fl_privacy.reporting import RunDirectory
-from fl_privacy.run_setup import build_model_for, load_split, prepare, resolve_device, victim_steps
-from fl_privacy.training import batch_schedule
 
 
 def victim_data(config: ExperimentConfig, client: int | None, split: str, indices: list[int] | None):  # noqa: ANN201
@@ -72,8 +72,8 @@ def attack_once(
     if count > config.attack.max_images:
         raise ConfigError(f"the victim's update uses {count} samples, more than attack.max_images="
                           f"{config.attack.max_images}: pass fewer indices or lower data.samples_per_client")
-    from fl_privacy.attacks.runner import gia_config
-    from fl_privacy.run_setup import check_generator_fits
+    from fl_privacy.audit.run_attacks import gia_config
+    from fl_privacy.federation.run_setup import check_generator_fits
 
     gia_config(config)  # attack settings, the knowledge they need, the generator file: before any output
     check_generator_fits(config, data.shape)

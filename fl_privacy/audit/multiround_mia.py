@@ -23,7 +23,7 @@ import torch
 from fl_privacy.attacks.mia import plot_roc, roc_metrics
 from fl_privacy.attacks.mia.multiround import fedmia_scores, round_measurements, trajectory_scores
 from fl_privacy.data import ImageData
-from fl_privacy.recording import RecordedUpdate
+from fl_privacy.federation.recording import RecordedUpdate
 
 SCORES = ("FedMIA-II (cosine)", "FedMIA-I (loss)", "Avg-Cosine", "Loss-Series", "Grad-Cosine (one update)")
 

@@ -18,7 +18,7 @@ from torch.func import functional_call
 from fl_privacy.attacks.threat import LocalTraining, Observation, Schedule
 from fl_privacy.config import ExperimentConfig, ThreatConfig
 from fl_privacy.data import ImageData
-from fl_privacy.recording import RecordedUpdate
+from fl_privacy.federation.recording import RecordedUpdate
 
 
 @dataclass(frozen=True)
