@@ -35,6 +35,7 @@ INTEGRATION_FILES = frozenset({
     "test_experiments.py",
     "test_failures.py",
     "test_generators.py",
+    "test_gia_latent.py",
     "test_gpu_check.py",
     "test_mia.py",
     "test_multiround_mia.py",
@@ -42,10 +43,16 @@ INTEGRATION_FILES = frozenset({
     "test_resume.py",
     "test_secure_aggregation.py",
     "test_simulation.py",
+    "test_skimage_data.py",
     "test_standard_profiles.py",
     "test_superlink.py",
     "test_sweep_ray.py",
 })
+SLOW_TESTS = frozenset({
+    "test_gia_batching.py::test_vmap_loop_and_lean_convolutions_give_the_same_iteration",
+    "test_gia_engine.py::test_inverting_gradients_adam_improves_psnr_and_picks_the_best_restart",
+})
+"""Single slow tests in otherwise fast files (file::function), also `integration`."""
 
 
 def data_dir() -> Path:
@@ -86,7 +93,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("integration") is None and item.get_closest_marker("unit") is None:
-            slow = item.path.name in INTEGRATION_FILES or item.get_closest_marker("ray") is not None
+            slow = (item.path.name in INTEGRATION_FILES or item.get_closest_marker("ray") is not None
+                    or f"{item.path.name}::{getattr(item, 'originalname', item.name)}" in SLOW_TESTS)
             item.add_marker(pytest.mark.integration if slow else pytest.mark.unit)
 
 
