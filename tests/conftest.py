@@ -69,7 +69,8 @@ def require_data(*names: str, why: str = "") -> Path:
     """The data folder, once every named file is in it; else skip, or fail when FL_PRIVACY_DATA_DIR was given."""
     missing = [name for name in names if not (data_dir() / name).exists()]
     if missing:
-        message = f"{', '.join(missing)} not found in FL_PRIVACY_DATA_DIR ({data_dir()}){': ' + why if why else ''}"
+        where = data_dir() if os.environ.get("FL_PRIVACY_DATA_DIR") else "unset"
+        message = f"{', '.join(missing)} not found in FL_PRIVACY_DATA_DIR ({where}){': ' + why if why else ''}"
         if DATA_DIR_GIVEN:
             pytest.fail(f"{message}; FL_PRIVACY_DATA_DIR is set, so the file should be there", pytrace=False)
         pytest.skip(message)
