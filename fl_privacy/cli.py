@@ -215,11 +215,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:  # noqa: ARG001
 
 
 def cmd_audit_dp(args: argparse.Namespace) -> int:
-    """Canary audit of the configured DP mechanism: empirical epsilon next to the claimed one (fl_privacy.dp.audit)."""
+    """Canary audit of the configured DP mechanism: empirical epsilon next to the claimed one (fl_privacy.audit.dp_canaries)."""
     import json
     from pathlib import Path
 
-    from fl_privacy.dp.audit import audit_dp
+    from fl_privacy.audit.dp_canaries import audit_dp
     from fl_privacy.dp.guarantee import check_model
     from fl_privacy.federation.run_setup import prepare
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from fl_privacy.audit.dp_canaries import audit_dp, gdp_epsilon, steinke_lower_bound
 from fl_privacy.config import build_config
-from fl_privacy.dp.audit import audit_dp, gdp_epsilon, steinke_lower_bound
 from tests.conftest import needs_mnist
 
 pytestmark = needs_mnist

@@ -15,7 +15,6 @@ results. Keep each one to a few seconds (one or two points, one victim, a few it
 from __future__ import annotations
 
 import csv
-import os
 import re
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import yaml
 
 from fl_privacy.data.skimage_data import DATASETS as SKIMAGE_DATASETS
 from fl_privacy.experiments import load_experiment, run_experiment
+from tests.conftest import require_data
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
@@ -56,7 +56,6 @@ def _header(path: Path) -> list[str]:
 def _skip_without_data(path: Path, profile: str) -> None:
     """Skip when a dataset of this profile's points is not available offline (no download in the tests)."""
     experiment = load_experiment(path, [], profile, check_data=False)
-    root = Path(os.environ.get("FL_PRIVACY_DATA_DIR", "/nonexistent"))
     datasets = {c.data.dataset for p in experiment.points for c in p.configs.values()}
     for dataset in sorted(datasets):
         if dataset in BUNDLED_DATASETS:
@@ -64,8 +63,7 @@ def _skip_without_data(path: Path, profile: str) -> None:
         name = DATA_FILES.get(dataset)
         if name is None:
             pytest.skip(f"{path.name} [{profile}]: dataset {dataset} has no offline copy the tests know of")
-        if not (root / name).exists():
-            pytest.skip(f"{path.name} [{profile}]: {name} not found in FL_PRIVACY_DATA_DIR")
+        require_data(name, why=f"{path.name} [{profile}]")
 
 
 def _file_profiles() -> list:

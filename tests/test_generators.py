@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,25 +19,17 @@ from fl_privacy.attacks.generators import (
 from fl_privacy.attacks.generators.cli import add_train_generator_parser, parse_classes
 from fl_privacy.attacks.generators.train import CHECKPOINT_FORMAT
 from fl_privacy.attacks.threat import Observation
-from fl_privacy.data.datasets import LOCAL_FILES
+from tests.conftest import CIFAR_FILE, needs_cifar, needs_mnist, require_data
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-def _has(name: str) -> bool:
-    root = os.environ.get("FL_PRIVACY_DATA_DIR")
-    return bool(root) and (Path(root) / LOCAL_FILES[name]).exists()
-
-
-needs_cifar = pytest.mark.skipif(not _has("cifar10"), reason="CIFAR-10 archive not found in FL_PRIVACY_DATA_DIR")
-needs_mnist = pytest.mark.skipif(not _has("mnist"), reason="MNIST subset not found in FL_PRIVACY_DATA_DIR")
 
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint():
     """ngf=8, nz=16 trained 2 epochs x 4 steps on 256 CIFAR-10 images of classes 0 and 1."""
-    if not _has("cifar10"):
-        pytest.skip("CIFAR-10 archive not found in FL_PRIVACY_DATA_DIR")
+    require_data(CIFAR_FILE)
     return train_generator("cifar10", classes=[0, 1], epochs=2, batch_size=64, nz=16, ngf=8, ndf=8,
                            max_samples=256, device="cpu", seed=0, progress=False)
 
@@ -139,8 +129,7 @@ def test_checkpoint_roundtrip_weights_only(tiny_checkpoint, tmp_path):
 
 
 def test_training_is_seeded_and_leaves_global_rng_alone():
-    if not _has("cifar10"):
-        pytest.skip("CIFAR-10 archive not found in FL_PRIVACY_DATA_DIR")
+    require_data(CIFAR_FILE)
     kw = {"classes": [3], "epochs": 1, "batch_size": 32, "nz": 8, "ngf": 4, "ndf": 4, "max_samples": 64,
           "device": "cpu", "progress": False}
     state = torch.random.get_rng_state()

@@ -257,7 +257,6 @@ def test_joint_labels_are_optimised_as_soft_labels():
 
 
 def test_inferred_labels_come_from_the_label_module():
-    pytest.importorskip("fl_privacy.attacks.gia.labels")
     obs, _x, y = _fedsgd("lenet", n=1, first=4, labels=False)
     result = reconstruct(obs, preset("idlg", iterations=1), device="cpu")
     assert result.labels.tolist() == y.tolist()

@@ -5,8 +5,6 @@ gradient-similarity MIA ranks the client's examples first (with the right sign f
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,14 +38,15 @@ from fl_privacy.data import ImageData, load_dataset
 from fl_privacy.federation.recording import RecordedUpdate
 from fl_privacy.models import build_model
 from fl_privacy.sgd import loss_fn, sgd_steps, split_state
+from tests.conftest import CIFAR_FILE, DATA_DIR_GIVEN, has_data, require_data
 
 
 # ----------------------------------------------------------------------------- data and models
 @pytest.fixture(scope="module")
 def data() -> ImageData:
     """CIFAR-10 train split from the offline archive when present, else random 32x32 images."""
-    root = Path(os.environ.get("FL_PRIVACY_DATA_DIR", "/nonexistent"))
-    if (root / "cifar10-jpeg.tar.gz").exists():
+    if has_data(CIFAR_FILE) or DATA_DIR_GIVEN:
+        require_data(CIFAR_FILE)  # with FL_PRIVACY_DATA_DIR set, a missing archive fails instead of going synthetic
         return load_dataset("cifar10", "train")
     rng = np.random.default_rng(0)
     n = 3000
