@@ -70,6 +70,7 @@ from __future__ import annotations
 import torch
 
 from fl_privacy.attacks.gia.llg import calibrate_scale, llg_counts, llg_impact, llg_plus_statistics
+from fl_privacy.attacks.gia.options import GIAConfig
 from fl_privacy.attacks.gia.output_layer import output_layer_gradient, schedule_scale
 from fl_privacy.attacks.threat import Observation
 
@@ -130,7 +131,7 @@ def infer_labels(obs: Observation, num: int, method: str = "llg+") -> torch.Tens
     return torch.sort(torch.tensor(labels, dtype=torch.int64)).values
 
 
-def resolve_labels(obs: Observation, cfg: object, batch_size: int, device: torch.device) -> torch.Tensor | None:
+def resolve_labels(obs: Observation, cfg: GIAConfig, batch_size: int, device: torch.device) -> torch.Tensor | None:
     """The attack's hard labels (B,) as ``cfg.labels`` asks: "known" (granted), "infer"
     (``cfg.label_method``); None for "joint" (optimised with the images)."""
     if cfg.labels == "known":

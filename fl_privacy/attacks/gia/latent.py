@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ from fl_privacy.attacks.gia.options import from_presets
 from fl_privacy.attacks.gia.problem import GIAProblem
 from fl_privacy.attacks.gia.problem_setup import default_device
 from fl_privacy.attacks.gia.result import GIAResult, pick_best_restart
+from fl_privacy.attacks.gia.tracing import ProgressBar
 from fl_privacy.attacks.threat import Observation
 
 __all__ = ["LATENT_PRESETS", "latent_preset", "reconstruct_latent"]
@@ -120,7 +122,8 @@ def _matched_layers(obs: Observation) -> int:
     return sum(1 for name, _ in obs.model.named_parameters() if name in obs.update)
 
 
-def _label_notes(obs: Observation, labels: list[int], gen_classes: int, trained_classes: Any) -> list[str]:
+def _label_notes(obs: Observation, labels: list[int], gen_classes: int,
+                 trained_classes: Sequence[int] | None) -> list[str]:
     """Caveats of the labels against the generator's classes (a label outside a conditional generator: error)."""
     notes = []
     if gen_classes > 0:
@@ -199,7 +202,7 @@ def reconstruct_latent(obs: Observation, cfg: GIALConfig, generator: nn.Module,
 def _with_stage_two(problem: GIAProblem, cfg: GIALConfig, candidates: GeneratedCandidates, z_best: torch.Tensor,
                     labels: torch.Tensor, conditional: bool, best: int,
                     stage_one: tuple[torch.Tensor, float, np.ndarray], notes: list[str],
-                    bar) -> tuple[torch.Tensor, float, np.ndarray]:
+                    bar: ProgressBar | None) -> tuple[torch.Tensor, float, np.ndarray]:
     """GIAS stage 2 from the best restart's ``z``: (images, distance, trace with stage 2's rows appended).
 
     Stage 2's image replaces stage 1's unless its final gradient distance is worse; the trace rows of

@@ -23,7 +23,7 @@ from torch.func import functional_call, stack_module_state
 from fl_privacy.attacks.generators.train import to_attack_space
 from fl_privacy.attacks.gia.latent_options import GIALConfig
 from fl_privacy.attacks.gia.problem import GIAProblem
-from fl_privacy.attacks.gia.tracing import log_step, logged_iterations, lr_scheduler, trace_table
+from fl_privacy.attacks.gia.tracing import ProgressBar, log_step, logged_iterations, lr_scheduler, trace_table
 from fl_privacy.attacks.threat import Observation
 
 __all__ = ["GeneratedCandidates", "LatentSearch", "fit_generator", "latent_prior", "search_latents"]
@@ -92,7 +92,7 @@ class LatentSearch:
 
 
 def search_latents(problem: GIAProblem, cfg: GIALConfig, candidates: GeneratedCandidates, labels: torch.Tensor,
-                   conditional: bool, nz: int, bar) -> LatentSearch:
+                   conditional: bool, nz: int, bar: ProgressBar | None) -> LatentSearch:
     """Stage 1: Adam on the latents of all restarts; ``labels`` (B,) also condition a conditional generator."""
     R, B, device = cfg.restarts, problem.batch_size, problem.device
     gcfg = problem.cfg
@@ -143,7 +143,7 @@ def _per_image_generator(G: nn.Module, condition: torch.Tensor | None) -> Callab
 
 def fit_generator(problem: GIAProblem, cfg: GIALConfig, candidates: GeneratedCandidates, z: torch.Tensor,
                   condition: torch.Tensor | None, labels: torch.Tensor,
-                  bar) -> tuple[torch.Tensor, float, np.ndarray]:
+                  bar: ProgressBar | None) -> tuple[torch.Tensor, float, np.ndarray]:
     """GIAS stage 2: optimise one copy of the generator's parameters per image, ``z`` (B, nz) fixed.
 
     The B copies are stacked (``stack_module_state``) and run in one ``vmap``ped call; buffers

@@ -71,7 +71,9 @@ def uses_cuda_graph(cfg: GIAConfig, device: torch.device) -> bool:
     return cfg.cuda_graph and device.type == "cuda" and cfg.optimizer == "adam"
 
 
-def _optimiser(cfg: GIAConfig, variables: list[torch.Tensor], device: torch.device, graphed: bool):
+def _optimiser(
+    cfg: GIAConfig, variables: list[torch.Tensor], device: torch.device, graphed: bool,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None, torch.Tensor | None]:
     """(optimiser, lr scheduler or None, device lr the graph reads or None)."""
     lr_now = torch.tensor(cfg.lr, device=device) if graphed else None  # the graph reads the lr from here
     if cfg.optimizer == "adam":

@@ -13,7 +13,15 @@ from typing import Protocol
 import numpy as np
 import torch
 
-__all__ = ["log_step", "logged_iterations", "lr_scheduler", "trace_table"]
+__all__ = ["ProgressBar", "log_step", "logged_iterations", "lr_scheduler", "trace_table"]
+
+
+class ProgressBar(Protocol):
+    """What the loops use of a progress bar (``fl_privacy.progress.progress_bar``, tqdm)."""
+
+    def update(self, n: int = 1) -> object: ...
+
+    def set_postfix(self, **values: object) -> object: ...
 
 
 class _Budget(Protocol):
@@ -46,7 +54,8 @@ def logged_iterations(cfg: _Budget) -> list[int]:
     return its
 
 
-def log_step(it: int, total: torch.Tensor, trace: torch.Tensor, slot: dict[int, int], bar, iterations: int) -> None:
+def log_step(it: int, total: torch.Tensor, trace: torch.Tensor, slot: dict[int, int], bar: ProgressBar | None,
+             iterations: int) -> None:
     """One optimiser step's trace entry (on logged iterations) and progress-bar tick; ``total`` detached."""
     if it in slot:
         trace[slot[it]] = total.to(trace.dtype)
