@@ -50,7 +50,7 @@ from fl_privacy.attacks.gia.result import GIAResult, pick_best_restart
 from fl_privacy.attacks.gia.tracing import trace_table
 from fl_privacy.attacks.threat import Observation
 
-__all__ = ["GIAConfig", "GIAResult", "reconstruct", "reconstruct_victims"]
+__all__ = ["initial_images", "reconstruct", "reconstruct_victims", "start_candidates"]
 
 
 def reconstruct(obs: Observation, cfg: GIAConfig, device: torch.device | str | None = None,
