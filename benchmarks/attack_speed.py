@@ -30,7 +30,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fl_privacy.attacks.gia import preset  # noqa: E402
-from fl_privacy.attacks.gia.engine import GIAProblem, reconstruct_victims  # noqa: E402
+from fl_privacy.attacks.gia.engine import reconstruct_victims  # noqa: E402
+from fl_privacy.attacks.gia.problem import GIAProblem  # noqa: E402
 from fl_privacy.attacks.threat import Observation  # noqa: E402
 from fl_privacy.models import build_model  # noqa: E402
 

@@ -12,18 +12,17 @@ import torch
 from torch import nn
 
 from fl_privacy.attacks.gia import GIAConfig
-from fl_privacy.attacks.gia.engine import GIAProblem
-from fl_privacy.attacks.gia.fedavg import (
-    FedAvgAttackConfig,
+from fl_privacy.attacks.gia.fedavg import fedavg_preset, reconstruct_fedavg
+from fl_privacy.attacks.gia.fedavg_labels import fedavg_label_counts, round_counts
+from fl_privacy.attacks.gia.fedavg_options import FedAvgAttackConfig
+from fl_privacy.attacks.gia.fedavg_problem import (
     FedAvgProblem,
     chosen_batching,
     exponential_layer_weights,
-    fedavg_preset,
     granted_batching,
-    reconstruct_fedavg,
 )
-from fl_privacy.attacks.gia.fedavg_labels import fedavg_label_counts, round_counts
 from fl_privacy.attacks.gia.objectives import l2_distance
+from fl_privacy.attacks.gia.problem import GIAProblem
 from fl_privacy.attacks.threat import LocalTraining, Observation, Schedule
 from fl_privacy.models import build_model
 from fl_privacy.sgd import sgd_steps

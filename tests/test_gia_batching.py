@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from fl_privacy.attacks.gia import GIAConfig, preset, reconstruct
-from fl_privacy.attacks.gia.engine import GIAProblem, reconstruct_victims
+from fl_privacy.attacks.gia.engine import reconstruct_victims
+from fl_privacy.attacks.gia.problem import GIAProblem
 from fl_privacy.attacks.gia.stopping import BestIterate
 from fl_privacy.config import TrainingConfig
 from tests.test_gia_engine import _data, _model, _observe

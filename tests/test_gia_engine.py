@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from fl_privacy.attacks.gia import PRESETS, GIAConfig, preset, reconstruct
-from fl_privacy.attacks.gia.engine import GIAProblem
 from fl_privacy.attacks.gia.objectives import cosine_distance, l2_distance, layer_weights, scaled_l2_distance
 from fl_privacy.attacks.gia.priors import bn_statistics, l2_norm, total_variation
+from fl_privacy.attacks.gia.problem import GIAProblem
 from fl_privacy.attacks.gia.unroll import unrolled_delta
 from fl_privacy.attacks.threat import Observation, Schedule
 from fl_privacy.config import TrainingConfig

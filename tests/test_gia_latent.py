@@ -14,13 +14,9 @@ from torch import nn
 
 from fl_privacy.attacks.generators import Generator, to_attack_space
 from fl_privacy.attacks.gia import GIAResult
-from fl_privacy.attacks.gia.latent import (
-    LATENT_PRESETS,
-    GIALConfig,
-    latent_preset,
-    latent_prior,
-    reconstruct_latent,
-)
+from fl_privacy.attacks.gia.latent import LATENT_PRESETS, latent_preset, reconstruct_latent
+from fl_privacy.attacks.gia.latent_options import GIALConfig
+from fl_privacy.attacks.gia.latent_stages import latent_prior
 from fl_privacy.attacks.threat import Observation, Schedule
 from fl_privacy.metrics import psnr
 from fl_privacy.models import build_model

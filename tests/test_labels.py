@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from fl_privacy.attacks.gia.labels import LABEL_METHODS, infer_labels, output_layer_gradient
+from fl_privacy.attacks.gia.labels import LABEL_METHODS, infer_labels
+from fl_privacy.attacks.gia.output_layer import output_layer_gradient
 from fl_privacy.attacks.threat import Observation, Schedule
 from fl_privacy.models import build_model
 from fl_privacy.sgd import loss_fn, sgd_steps, split_state

@@ -22,7 +22,7 @@ import copy
 import torch
 from torch.func import functional_call
 
-from fl_privacy.attacks.gia.labels import _output_layer
+from fl_privacy.attacks.gia.output_layer import output_layer
 from fl_privacy.attacks.threat import Observation
 
 __all__ = ["DUMMY_INPUTS", "fedavg_label_counts", "round_counts"]
@@ -65,7 +65,7 @@ def fedavg_label_counts(obs: Observation, num: int, steps: int, lr: float, model
         raise ValueError("fedavg_label_counts needs a FedAvg update (obs.kind == 'delta')")
     if steps < 1 or num < 1:
         raise ValueError(f"need steps >= 1 and num >= 1, got steps={steps}, num={num}")
-    name, _ = _output_layer(obs)
+    name, _ = output_layer(obs)
     model = copy.deepcopy(obs.model).cpu().train(model_mode == "train")
     module = dict(model.named_modules())[name]
     names = [n for n, _ in model.named_parameters()]

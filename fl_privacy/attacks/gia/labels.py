@@ -57,7 +57,7 @@ of g rescales m alike and leaves the counts unchanged). LLG+ is not: its impact 
 offsets are absolute magnitudes of a mean gradient. When the schedule (lr, steps) is
 unknown the pseudo-gradient is ``-delta`` (unit divisor) and LLG+ first estimates the
 unknown scale by fitting its own model ``g ~= alpha * (s + m * counts)``
-(``_calibrate_scale``, our extension, not in the paper).
+(``llg.calibrate_scale``, our extension, not in the paper).
 
 The model drifts during local training (the client fits its batch, the present
 classes' probabilities rise), so the pseudo-gradient of many or large steps departs
@@ -68,228 +68,21 @@ regime where they stay exact.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.func import functional_call
 
+from fl_privacy.attacks.gia.llg import calibrate_scale, llg_counts, llg_impact, llg_plus_statistics
+from fl_privacy.attacks.gia.options import GIAConfig
+from fl_privacy.attacks.gia.output_layer import output_layer_gradient, schedule_scale
 from fl_privacy.attacks.threat import Observation
 
-__all__ = ["LABEL_METHODS", "infer_labels", "output_layer_gradient"]
+__all__ = ["LABEL_METHODS", "infer_labels", "resolve_labels"]
 
 LABEL_METHODS: tuple[str, ...] = ("idlg", "yin", "llg", "llg+")
-
-LLG_PLUS_BATCHES = 10
-"""Dummy batches (each of the client's batch size) LLG+ averages over (the reference's n = 10)."""
-LLG_PLUS_SEED = 0
-"""Seed of the dummy inputs (and of dropout in the dummy pass): LLG+ is deterministic."""
-CALIBRATION_GRID = 161
-"""Grid points of LLG+'s scale search for deltas of unknown schedule (``_calibrate_scale``)."""
-
-
-def _output_layer(obs: Observation) -> tuple[str, nn.Linear]:
-    """(qualified name, module) of the last ``nn.Linear`` with ``out_features == num_classes``."""
-    found: tuple[str, nn.Linear] | None = None
-    for name, module in obs.model.named_modules():
-        if isinstance(module, nn.Linear) and module.out_features == obs.num_classes:
-            found = (name, module)
-    if found is None:
-        raise ValueError(
-            f"the model has no nn.Linear with out_features == num_classes ({obs.num_classes}); "
-            "label inference needs the output layer"
-        )
-    return found
-
-
-def _key(prefix: str, leaf: str) -> str:
-    return f"{prefix}.{leaf}" if prefix else leaf
-
-
-def _schedule_scale(obs: Observation) -> float | None:
-    """``lr * effective number of steps`` of the known schedule, or None when unknown.
-
-    Plain SGD: ``delta = -lr * sum_t g_t``, so ``-delta / (lr * T)`` is the mean step
-    gradient. With momentum mu (torch.optim.SGD: v_t = mu v_{t-1} + g_t) step ``s`` of
-    ``T`` weighs ``(1 - mu^(T-s+1)) / (1 - mu)``; the divisor uses the sum of these weights.
-    """
-    schedule = obs.schedule
-    if schedule is None or not schedule.steps or schedule.lr <= 0:
-        return None
-    steps = len(schedule.steps)
-    mu = float(schedule.momentum)
-    if mu:
-        effective = sum((1 - mu**j) / (1 - mu) for j in range(1, steps + 1))
-    else:
-        effective = float(steps)
-    return float(schedule.lr) * effective
-
-
-def output_layer_gradient(obs: Observation) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pseudo-gradient of the output layer: (weight (C, F), bias (C,) or None).
-
-    The output layer is the last ``nn.Linear`` of ``obs.model`` whose ``out_features``
-    equals ``obs.num_classes``; its entries in ``obs.update`` are found by name.
-
-    * ``kind == "gradient"``: the shared gradient itself.
-    * ``kind == "delta"`` with a known schedule: ``g = -delta / (lr * steps)`` (momentum:
-      the effective step count, see ``_schedule_scale``), minus ``weight_decay * w_global``
-      (the decay term, approximated at the global weights), i.e. the mean gradient
-      over the local steps for plain SGD.
-    * ``kind == "delta"`` without a schedule: ``g = -delta`` (divisor 1). The sign is
-      right (``g`` is a positive multiple of the mean step gradient for plain SGD),
-      the scale is not: only scale-free methods (iDLG, Yin, LLG) are unaffected;
-      LLG+ first estimates the missing scale (``_calibrate_scale``).
-
-    Returned as float tensors, detached, on the update's device.
-    """
-    prefix, layer = _output_layer(obs)
-    w_key, b_key = _key(prefix, "weight"), _key(prefix, "bias")
-    if w_key not in obs.update:
-        raise ValueError(
-            f"the update has no entry {w_key!r} (the output layer's weight); "
-            f"got keys such as {list(obs.update)[-4:]}"
-        )
-    weight = obs.update[w_key].detach().float()
-    bias = obs.update[b_key].detach().float() if layer.bias is not None and b_key in obs.update else None
-    if obs.kind == "gradient":
-        return weight, bias
-    if obs.kind != "delta":
-        raise ValueError(f"unknown update kind {obs.kind!r}; expected 'gradient' or 'delta'")
-    scale = _schedule_scale(obs)
-    weight, bias = -weight, (-bias if bias is not None else None)
-    if scale is None:
-        return weight, bias
-    weight, bias = weight / scale, (bias / scale if bias is not None else None)
-    decay = float(obs.schedule.weight_decay) if obs.schedule is not None else 0.0
-    if decay:
-        if w_key in obs.global_params:
-            weight = weight - decay * obs.global_params[w_key].detach().float().to(weight.device)
-        if bias is not None and b_key in obs.global_params:
-            bias = bias - decay * obs.global_params[b_key].detach().float().to(bias.device)
-    return weight, bias
 
 
 def _check_num(num: object) -> int:
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ValueError(f"num must be an integer >= 1, got {num!r}")
     return int(num)
-
-
-def _llg_counts(row_sums: torch.Tensor, num: int, impact: float, offset: torch.Tensor | None) -> list[int]:
-    """Wainakh et al., Algorithm 1 (stages 1 and 2) on ``row_sums`` with a given impact/offset."""
-    g = row_sums.detach().double().clone()
-    present = [int(c) for c in torch.nonzero(g < 0).flatten()]
-    if len(present) > num:  # noise / multi-step drift: keep the most negative rows
-        present = sorted(present, key=lambda c: float(g[c]))[:num]
-    if offset is not None:
-        g = g - offset.detach().double().to(g.device)
-    labels = list(present)
-    for c in present:
-        g[c] -= impact
-    while len(labels) < num:
-        c = int(torch.argmin(g))
-        labels.append(c)
-        g[c] -= impact
-    return labels
-
-
-def _llg_impact(row_sums: torch.Tensor, num: int, num_classes: int) -> float:
-    """LLG: m = (sum of negative row sums / num) * (1 + 1/C)."""
-    negative = row_sums[row_sums < 0].double().sum()
-    return float(negative / num * (1 + 1 / num_classes))
-
-
-def _llg_plus_statistics(obs: Observation, num: int) -> tuple[float, torch.Tensor]:
-    """LLG+ impact m and offsets s (C,) from dummy inputs through the current global model.
-
-    The dummy pass mirrors the client: train mode (BatchNorm uses batch statistics, on
-    copies of the buffers), batches of the client's batch size (``obs.batch_size``,
-    else ``num``), ``LLG_PLUS_BATCHES`` of them, inputs uniform in ``obs.pixel_box``.
-    Only the output weight requires a gradient, so each per-class gradient is a cheap
-    backward through the last layer. Global RNG state is left untouched.
-    """
-    prefix, _ = _output_layer(obs)
-    w_key = _key(prefix, "weight")
-    num_classes = obs.num_classes
-    some = next(iter(obs.global_params.values()))
-    device = some.device
-    params = {k: v.detach() for k, v in obs.global_params.items()}
-    params[w_key] = params[w_key].clone().requires_grad_(True)
-    chunk = obs.batch_size if obs.batch_size else num
-    low, high = obs.pixel_box(device)
-    generator = torch.Generator(device="cpu").manual_seed(LLG_PLUS_SEED)
-
-    model = obs.model
-    was_training = model.training
-    model.train()
-    logits = []
-    try:
-        cuda = device.type == "cuda"
-        with torch.random.fork_rng(devices=[device] if cuda else []):
-            # dropout, if any, in the dummy pass; only the forked generators are seeded
-            torch.random.default_generator.manual_seed(LLG_PLUS_SEED)
-            if cuda:
-                with torch.cuda.device(device):
-                    torch.cuda.manual_seed(LLG_PLUS_SEED)
-            for _ in range(LLG_PLUS_BATCHES):
-                u = torch.rand((chunk, *obs.image_shape), generator=generator).to(device)
-                x = low + (high - low) * u
-                buffers = {k: v.detach().clone() for k, v in obs.global_buffers.items()}
-                logits.append(functional_call(model, (params, buffers), (x,)))
-    finally:
-        model.train(was_training)
-    out = torch.cat(logits).float()
-    total = len(out)
-
-    # G[i] = row sums of the output-weight gradient of the dummy set, all labelled i.
-    rows = []
-    for i in range(num_classes):
-        target = torch.full((total,), i, dtype=torch.long, device=device)
-        (grad,) = torch.autograd.grad(F.cross_entropy(out, target), params[w_key], retain_graph=True)
-        rows.append(grad.sum(dim=1).detach().double())
-    G = torch.stack(rows)  # (C labelled, C rows)
-    impact = float(torch.diagonal(G).mean() / num * (1 + 1 / num_classes))
-    if num_classes > 1:
-        offset = (G.sum(dim=0) - torch.diagonal(G)) / (num_classes - 1)
-    else:
-        offset = torch.zeros(1, dtype=torch.float64, device=device)
-    return impact, offset
-
-
-def _counts(labels: list[int], num_classes: int, device: torch.device) -> torch.Tensor:
-    counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=num_classes)
-    return counts.to(device=device, dtype=torch.float64)
-
-
-def _calibrate_scale(row_sums: torch.Tensor, num: int, impact: float, offset: torch.Tensor) -> float:
-    """Scale alpha > 0 of an update whose units are unknown, for LLG+ (our extension).
-
-    LLG+ models the row sums as ``g ~= alpha * (s + m * n)`` with label counts ``n``.
-    For each alpha on a log grid over [0.1, 10] x alpha_0 (``CALIBRATION_GRID`` points)
-    the LLG+ counts ``n(alpha)`` of ``g / alpha`` are found, and the alpha with the
-    smallest L1 residual ``|g - alpha * (s + m * n(alpha))|_1`` wins (L1: a few rows
-    off the model, e.g. a present class hidden by a large offset, must not drag the
-    fit). ``alpha_0`` = sum of the positive rows of ``g`` over the offsets of those rows
-    (rows with g_c > 0 are mostly absent classes, where g_c = alpha * s_c), else the
-    ratio of the LLG impact to the LLG+ impact.
-    """
-    g = row_sums.double()
-    offset = offset.double()
-    num_classes = len(g)
-    llg = _llg_impact(g, num, num_classes)
-    positive = g > 0
-    denom = float(offset[positive].sum())
-    alpha0 = float(g[positive].sum()) / denom if denom > 0 else (llg / impact if impact < 0 else 0.0)
-    if not alpha0 > 0:
-        alpha0 = llg / impact if impact < 0 and llg < 0 else 1.0
-    best_err, best_alpha = float("inf"), alpha0
-    for factor in torch.logspace(-1, 1, CALIBRATION_GRID, dtype=torch.float64).tolist():
-        alpha = alpha0 * factor
-        counts = _counts(_llg_counts(g / alpha, num, impact, offset), num_classes, g.device)
-        fit = offset + impact * counts
-        err = float((g - alpha * fit).abs().sum())
-        if err < best_err:
-            best_err, best_alpha = err, alpha
-    return best_alpha
 
 
 def infer_labels(obs: Observation, num: int, method: str = "llg+") -> torch.Tensor:
@@ -327,12 +120,31 @@ def infer_labels(obs: Observation, num: int, method: str = "llg+") -> torch.Tens
         order = [int(c) for c in torch.argsort(row_min, stable=True)]
         labels = [order[i % num_classes] for i in range(num)]
     elif key == "llg":
-        labels = _llg_counts(row_sums, num, _llg_impact(row_sums, num, num_classes), None)
+        labels = llg_counts(row_sums, num, llg_impact(row_sums, num, num_classes), None)
     else:  # llg+
-        impact, offset = _llg_plus_statistics(obs, num)
+        impact, offset = llg_plus_statistics(obs, num)
         offset = offset.to(row_sums.device)
-        if obs.kind == "delta" and _schedule_scale(obs) is None:
+        if obs.kind == "delta" and schedule_scale(obs) is None:
             # Unknown scale of the pseudo-gradient: bring it to the dummy units.
-            row_sums = row_sums / _calibrate_scale(row_sums, num, impact, offset)
-        labels = _llg_counts(row_sums, num, impact, offset)
+            row_sums = row_sums / calibrate_scale(row_sums, num, impact, offset)
+        labels = llg_counts(row_sums, num, impact, offset)
     return torch.sort(torch.tensor(labels, dtype=torch.int64)).values
+
+
+def resolve_labels(obs: Observation, cfg: GIAConfig, batch_size: int, device: torch.device) -> torch.Tensor | None:
+    """The attack's hard labels (B,) as ``cfg.labels`` asks: "known" (granted), "infer"
+    (``cfg.label_method``); None for "joint" (optimised with the images)."""
+    if cfg.labels == "known":
+        if obs.labels is None:
+            raise ValueError(
+                "GIAConfig.labels='known' but the threat model does not grant the victim's labels "
+                "(attack.threat.labels); use labels='infer' or 'joint'"
+            )
+        labels = obs.labels.detach().reshape(-1).to(device, torch.long)
+    elif cfg.labels == "infer":
+        labels = torch.as_tensor(infer_labels(obs, batch_size, cfg.label_method)).reshape(-1).to(device, torch.long)
+    else:
+        return None
+    if labels.numel() != batch_size:
+        raise ValueError(f"got {labels.numel()} labels for a batch of {batch_size}")
+    return labels
