@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fl_privacy.config import ConfigError
-from fl_privacy.experiments.spec import Experiment, Unit
+from fl_privacy.experiments.spec.model import Experiment, Unit
 
 FAILED = "failed.jsonl"
 """Runs of the last invocation that raised: row id, point, seed, victim, error, traceback (one JSON per line)."""

@@ -40,7 +40,9 @@ from clients.client_app import app as client_app
 from fl_privacy.audit.oneshot import attack_once
 from fl_privacy.config import ConfigError, ExperimentConfig
 from fl_privacy.experiments.parallel import FAILED, RayOptions, RunsFailed, check_options, run_on_ray
-from fl_privacy.experiments.spec import ATTACK_METRICS, FEDERATION_METRICS, Experiment, Unit, load_experiment, show
+from fl_privacy.experiments.spec.load import load_experiment
+from fl_privacy.experiments.spec.model import Experiment, Unit
+from fl_privacy.experiments.spec.names import ATTACK_METRICS, FEDERATION_METRICS, show
 from fl_privacy.experiments.tables import write_summary
 from fl_privacy.launch.inprocess import InProcessGrid
 from fl_privacy.reporting.experiment_report import write_experiment_report

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fl_privacy.experiments.comparisons import Comparison
-from fl_privacy.experiments.spec import Experiment, TableSpec
+from fl_privacy.experiments.spec.model import Experiment, TableSpec
 from fl_privacy.experiments.stats import cell_stats, paired_comparison
 from fl_privacy.experiments.tables import Record, _group, _label, _values, fmt
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fl_privacy.experiments.spec import Experiment, FigureSpec, TableSpec, show
+from fl_privacy.experiments.spec.model import Experiment, FigureSpec, TableSpec
+from fl_privacy.experiments.spec.names import show
 
 _FORMATS = {
     "psnr_mean": "{:.2f}", "ssim_mean": "{:.3f}", "mse_mean": "{:.3g}", "lpips_mean": "{:.3f}",
