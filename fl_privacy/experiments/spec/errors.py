@@ -39,9 +39,10 @@ def describe(err: ValidationError, model: type[BaseModel], data: Any, where: str
         hint = hint.replace("'", f"'{path}.", 1) if hint else ""
         return f"unknown key '{path}.{key}'{hint} (allowed in {path}: {', '.join(allowed)})"
     if first["type"] == "value_error":
-        return f"{path}: {first['msg'].removeprefix('Value error, ')}"
+        message = first["msg"].removeprefix("Value error, ")
+        return f"{path} {message}" if message.startswith("must ") else f"{path}: {message}"
     field = _field_at(model, parts)
-    if first["type"] in ("model_type", "dict_type") and field is None:
+    if first["type"] in ("model_type", "dict_type") and not isinstance(value, Mapping):
         return f"{path} must be a mapping, not {type(value).__name__} ({value!r})"
     if field is not None and field.description:
         field_parts = parts[: _field_depth(model, parts)]
@@ -88,6 +89,8 @@ def _walk(model: type[BaseModel], parts: list[Any]) -> tuple[FieldInfo | None, i
     for i, part in enumerate(parts):
         step: list[Any] = []
         for node in nodes:
+            if typing.get_origin(node) is list and not isinstance(part, int):
+                node = next(iter(_models_in(typing.get_args(node)[-1])), None)  # one item written without a list
             if isinstance(node, type) and issubclass(node, BaseModel):
                 if part in node.model_fields:
                     field, depth = node.model_fields[part], i + 1

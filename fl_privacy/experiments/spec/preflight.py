@@ -79,7 +79,7 @@ def _check_generator_data(experiment: Experiment, config: ExperimentConfig) -> N
                               f"{tuple(public.images.shape[1:])}, the victims' {config.data.dataset} images "
                               f"{tuple(victims.images.shape[1:])}: the generator must make images of the victims' shape")
         classes = spec.get("classes")
-        present = set(int(c) for c in np.unique(public.labels)) if classes else set()
+        present = {int(c) for c in np.unique(public.labels)} if classes else set()
         missing = sorted(set(classes or ()) - present)
         if missing:
             raise ConfigError(f"experiment.generators.{name}.classes {missing} do not occur in {spec['dataset']} "

@@ -83,7 +83,7 @@ class Resources(Section):
     @classmethod
     def _whole_above_one(cls, gpus: float | None) -> float | None:
         if gpus is not None and gpus > 1 and gpus != int(gpus):
-            raise ValueError(f"gpus={gpus} is more than one GPU but not a whole number: use 0..1 or whole GPUs")
+            raise ValueError(f"must be a fraction of one GPU (0..1, e.g. 0.25) or a whole number of GPUs, not {gpus!r}")
         return gpus
 
 
@@ -114,14 +114,14 @@ class Table(Section):
     rows: Keys = Field(default_factory=list, description="a swept key or a list of them")
     columns: Keys = Field(default_factory=list, description="a swept key or a list of them")
     metrics: Keys = Field(default_factory=list, description="a metric name or a list of them")
-    title: str | None = None
+    title: str | None = Field(None, description="a text")
     stats: Keys = Field(default_factory=lambda: ["mean"], description=f"one or more of {', '.join(TABLE_STATS)}")
 
     @field_validator("stats")
     @classmethod
     def _known_stats(cls, stats: list[str]) -> list[str]:
         if not stats or len(set(stats)) != len(stats) or any(s not in TABLE_STATS for s in stats):
-            raise ValueError(f"stats: {stats!r}: choose from {', '.join(TABLE_STATS)} (each once)")
+            raise ValueError(f"{stats!r}: choose from {', '.join(TABLE_STATS)} (each once)")
         return stats
 
 
@@ -129,8 +129,8 @@ class Figure(Section):
     x: str | None = Field(None, description="one swept key (or round in mode federation)")
     y: Keys = Field(default_factory=list, description="a metric name or a list of them")
     hue: Keys = Field(default_factory=list, description="a swept key or a list of them")
-    title: str | None = None
-    name: str | None = None
+    title: str | None = Field(None, description="a text")
+    name: str | None = Field(None, description="a text (the figure's file name)")
     logx: StrictBool = Field(False, description="true or false")
     logy: StrictBool = Field(False, description="true or false")
 
@@ -147,7 +147,7 @@ def _unique_seeds(seeds: list[int] | None) -> list[int] | None:
 class Profile(Section):
     """A named set of changes (``--profile``): config overrides and replacements of experiment settings."""
 
-    description: str | None = None
+    description: str | None = Field(None, description="a text")
     set: dict[str, Any] | None = Field(None, description="config keys (flat or nested) applied to every point")
     victims: Victims | None = None
     sweep: dict[str, Any] | None = Field(None, description="new values for keys swept in experiment.sweep")
@@ -161,10 +161,11 @@ class Profile(Section):
 class ExperimentSection(Section):
     """The ``experiment`` section: what to sweep, how often, whom to attack, and how to report it."""
 
-    name: str | None = None
-    question: str | None = None
-    paper: str | None = None
-    notes: Annotated[list[str], BeforeValidator(_listed)] = Field(default_factory=list)
+    name: str | None = Field(None, description="a text (the runs' name and the output folder's)")
+    question: str | None = Field(None, description="a text")
+    paper: str | None = Field(None, description="a text")
+    notes: Annotated[list[str], BeforeValidator(_listed)] = Field(default_factory=list,
+                                                                  description="a text or a list of texts")
     mode: str = Field("attack", description=f"one of {', '.join(MODES)}")
     victims: Victims | None = None
     sweep: dict[str, Any] | None = Field(None, description="config key -> list of values, or axis -> labelled sets")
