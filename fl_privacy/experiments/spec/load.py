@@ -10,7 +10,7 @@ at module level so ``is_experiment_file`` stays cheap for the CLI.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any], ExperimentSection
 
 
 def _points(axes: list[Any], seeds: list[int], resolved_base: dict[str, Any], victims: dict[str, Any], mode: str,
-            resolve_refs: Any) -> list[Point]:
+            resolve_refs: Callable[[dict[str, Any], str], dict[str, Any]]) -> list[Point]:
     """The grid's points with their configs per seed and their victims (ids from the unresolved settings)."""
     points = expand(axes)
     for point in points:

@@ -68,6 +68,7 @@ def apply(base: dict[str, Any], *flat_sets: dict[str, Any]) -> dict[str, Any]:
 
 
 def merge_base(runner_defaults: dict[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """The file's ``base`` over the runner's defaults (nested sections merged key by key)."""
     return _merge(runner_defaults, base)
 
 
