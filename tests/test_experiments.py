@@ -15,7 +15,7 @@ from fl_privacy.audit import oneshot
 from fl_privacy.config import ConfigError
 from fl_privacy.experiments import is_experiment_file, load_experiment, run_experiment
 from fl_privacy.experiments import runner as runner_module
-from fl_privacy.experiments.spec import ATTACK_METRICS, FEDERATION_METRICS
+from fl_privacy.experiments.spec.names import ATTACK_METRICS, FEDERATION_METRICS
 from tests.conftest import needs_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -456,3 +456,17 @@ def test_table_statistics_mean_and_median(tmp_path):
     with pytest.raises(ConfigError, match=r"stats: \['mode'\]: choose from mean, median"):
         load_experiment(write(tmp_path, attack_experiment(
             table={"rows": "attack.name", "metrics": ["mse_mean"], "stats": ["mode"]})), check_data=False)
+
+
+def test_readme_names_every_key_of_the_experiment_schema():
+    """The README's format table follows the schema (the source of truth)."""
+    import re
+    from pathlib import Path
+
+    from fl_privacy.experiments.spec.schema import ExperimentSection, Figure, Profile, Table, Victims
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    section = readme[readme.index("**The format.**"):readme.index("The research-question and paper-table files")]
+    for model in (ExperimentSection, Victims, Table, Figure, Profile):
+        missing = [key for key in model.model_fields if not re.search(rf"[`{{ ]{key}[`}},]", section)]
+        assert not missing, f"README's experiment format table lacks {model.__name__} keys {missing}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fl_privacy.config import build_config
-from fl_privacy.experiments.tables import clipped_error_bars
+from fl_privacy.experiments.figures import clipped_error_bars
 from fl_privacy.reporting import RunDirectory
 
 

@@ -4,7 +4,7 @@
 
 ``is_experiment_file`` and ``load_experiment`` only need PyYAML and the config
 module; ``run_experiment`` imports torch, Flower and the attack code when called.
-See ``fl_privacy/experiments/spec.py`` for the file format and
+See ``fl_privacy/experiments/spec/schema.py`` for the file format and
 ``fl_privacy/experiments/runner.py`` for the output directory.
 """
 
@@ -15,14 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fl_privacy.experiments.spec import (
-    ATTACK_METRICS,
-    DEFAULT_PROFILE,
-    FEDERATION_METRICS,
-    Experiment,
-    is_experiment_file,
-    load_experiment,
-)
+from fl_privacy.experiments.spec.load import is_experiment_file, load_experiment
+from fl_privacy.experiments.spec.model import Experiment
+from fl_privacy.experiments.spec.names import ATTACK_METRICS, DEFAULT_PROFILE, FEDERATION_METRICS
 
 
 def run_experiment(

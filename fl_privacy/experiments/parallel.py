@@ -15,8 +15,6 @@ inside the worker (``InProcessGrid``), so no Ray runs inside Ray.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import time
@@ -29,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from fl_privacy.config import ConfigError
-from fl_privacy.experiments.spec import Experiment, Unit
+from fl_privacy.experiments.output_dir import put_in_order
+from fl_privacy.experiments.progress import Progress
+from fl_privacy.experiments.spec.model import Experiment, Unit
 
 FAILED = "failed.jsonl"
 """Runs of the last invocation that raised: row id, point, seed, victim, error, traceback (one JSON per line)."""
@@ -193,7 +193,7 @@ def _dispatch(experiment: Experiment, root: Path, todo: list[Unit], results: Any
     shared = ray.put(experiment)
     position = {u.row_id: i for i, u in enumerate(experiment.units)}
     queue, pending = deque(todo), {}
-    progress, failures = _Progress(todo, stream), []
+    progress, failures = Progress(todo, stream), []
     try:
         while queue or pending:
             while queue and len(pending) < limit:
@@ -265,64 +265,3 @@ def _note_devices(todo: list[Unit], gpus: float, stream: Any) -> None:
     if not gpus and torch.cuda.is_available() and wants - {"cpu"}:
         print("  note: runs get no GPU on the workers (device 'auto' becomes the CPU); set experiment.resources.gpus "
               "or --gpus-per-run (e.g. 0.25) to share the GPU", file=stream, flush=True)
-
-
-class _Progress:
-    """One line per finished point: its id, its runs' seconds, points left and an ETA from the throughput so far."""
-
-    def __init__(self, todo: list[Unit], stream: Any) -> None:
-        self.stream = stream
-        self.started = time.time()
-        self.left: dict[str, int] = {}
-        for unit in todo:
-            self.left[unit.point.point_id] = self.left.get(unit.point.point_id, 0) + 1
-        self.points_total = len(self.left)
-        self.runs_total, self.runs_done = len(todo), 0
-        self.seconds: dict[str, float] = {}
-        self.failed: dict[str, int] = {}
-
-    def finished(self, unit: Unit, outcome: Outcome) -> bool:
-        """Count a run; print and return True when it was its point's last one."""
-        pid = unit.point.point_id
-        self.runs_done += 1
-        self.seconds[pid] = self.seconds.get(pid, 0.0) + outcome.seconds
-        self.failed[pid] = self.failed.get(pid, 0) + (outcome.error is not None)
-        self.left[pid] -= 1
-        if self.left[pid]:
-            return False
-        elapsed = time.time() - self.started
-        points_left = sum(1 for n in self.left.values() if n)
-        eta = elapsed / self.runs_done * (self.runs_total - self.runs_done)
-        failed = f", {self.failed[pid]} FAILED" if self.failed[pid] else ""
-        print(f"  [{self.points_total - points_left}/{self.points_total}] point {pid} ({unit.point.label()}): "
-              f"{self.seconds[pid]:.1f} s{failed}; {points_left} point(s) left, ETA {_clock(eta)}, "
-              f"elapsed {_clock(elapsed)}", file=self.stream, flush=True)
-        return True
-
-
-def _clock(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def put_in_order(path: Path, experiment: Experiment) -> None:
-    """Rewrite ``results.csv`` in the experiment's run order (rows of one run keep theirs), atomically: the same
-    file a serial run writes, whatever order the workers finished in."""
-    if not path.exists():
-        return
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        header, rows = list(reader.fieldnames or []), list(reader)
-    position = {u.row_id: i for i, u in enumerate(experiment.units)}
-    ordered = sorted(enumerate(rows), key=lambda item: (position.get(item[1]["row_id"], len(position)), item[0]))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=header, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(row for _, row in ordered)
-    temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("w", newline="") as handle:
-        handle.write(buffer.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)

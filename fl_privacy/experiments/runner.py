@@ -20,12 +20,9 @@ figure is allowed and re-renders the summary.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
-import shlex
 import shutil
 import sys
 import time
@@ -34,117 +31,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from clients.client_app import app as client_app
 from fl_privacy.audit.oneshot import attack_once
-from fl_privacy.config import ConfigError, ExperimentConfig
+from fl_privacy.config import ExperimentConfig
+from fl_privacy.experiments.output_dir import RESULTS, Lock, ResultsFile, command
 from fl_privacy.experiments.parallel import FAILED, RayOptions, RunsFailed, check_options, run_on_ray
-from fl_privacy.experiments.spec import ATTACK_METRICS, FEDERATION_METRICS, Experiment, Unit, load_experiment, show
+from fl_privacy.experiments.spec.load import load_experiment
+from fl_privacy.experiments.spec.model import Experiment, Unit
+from fl_privacy.experiments.spec.names import ATTACK_METRICS, FEDERATION_METRICS, show
 from fl_privacy.experiments.tables import write_summary
 from fl_privacy.launch.inprocess import InProcessGrid
 from fl_privacy.reporting.experiment_report import write_experiment_report
 from strategies.server_app import run_federation
-
-RESULTS = "results.csv"
-RESOLVED = "experiment.yaml"
-
-
-def columns(experiment: Experiment) -> list[str]:
-    """The header of results.csv: ids, the swept keys, seed, victim or round, the metrics, the run directory."""
-    cols = ["row_id", "point_id", *experiment.axis_keys, "seed"]
-    if experiment.mode == "attack":
-        cols += ["victim", "victim_images"]
-    if experiment.per_round:
-        cols.append("round")
-    return cols + list(experiment.metrics) + ["run_dir"]
-
-
-def command(experiment: Experiment, root: Path) -> str:
-    """The command that regenerates (or resumes) this experiment into ``root``."""
-    parts = ["fl-privacy", "run", str(experiment.path), "--profile", experiment.profile]
-    for key, value in experiment.cli_overrides.items():
-        text = value if isinstance(value, str) else json.dumps(value)
-        parts += ["--set", f"{key}={text}"]
-    parts += ["--out", str(root)]
-    return " ".join(shlex.quote(p) for p in parts)
-
-
-# ----------------------------------------------------------------------------- results file
-
-
-class ResultsFile:
-    """``results.csv`` and ``experiment.yaml`` of one output directory; rows are appended, flushed, fsynced."""
-
-    def __init__(self, root: Path, experiment: Experiment) -> None:
-        self.root = root
-        self.path = root / RESULTS
-        self.experiment = experiment
-        self.columns = columns(experiment)
-
-    def read(self) -> list[dict[str, str]]:
-        if not self.path.exists():
-            return []
-        with self.path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
-
-    def open(self) -> set[str]:
-        """Check the directory may take this experiment's rows; write experiment.yaml; return finished row ids."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._repair()
-        rows = self.read()
-        resolved = self.experiment.resolved()
-        previous_path = self.root / RESOLVED
-        if rows:
-            if not previous_path.exists():
-                raise ConfigError(f"{self.path} exists without {RESOLVED}: cannot tell which experiment made these "
-                                  f"rows; use another --out or move the directory away")
-            previous = yaml.safe_load(previous_path.read_text()) or {}
-            if previous.get("fingerprint") != resolved["fingerprint"]:
-                keys = ("mode", "profile", "victims", "sweep", "seeds", "overrides", "base", "rows_per_round")
-                changed = [k for k in keys if previous.get(k) != resolved[k]] or ["the resolved configs of the points"]
-                raise ConfigError(
-                    f"{self.root} holds results of a different experiment (changed: {', '.join(changed)}; "
-                    f"see {previous_path}); results are not mixed: pass another --out, or delete "
-                    f"{self.path} to start over")
-            with self.path.open(newline="") as handle:
-                header = next(csv.reader(handle), [])
-            if header != self.columns:
-                raise ConfigError(f"{self.path} has other columns than this experiment writes "
-                                  f"({header} vs {self.columns}): pass another --out")
-        previous_path.write_text(yaml.safe_dump(resolved, sort_keys=False, allow_unicode=True, default_flow_style=None, width=120))
-        return {row["row_id"] for row in rows}
-
-    def _repair(self) -> None:
-        """Drop a last line cut off by a crash mid-write (rows end with a newline once complete)."""
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            self.path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-    def append(self, rows: list[dict[str, Any]]) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=self.columns, lineterminator="\n")
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _field(row.get(k)) for k in self.columns})
-        with self.path.open("a", newline="") as handle:
-            handle.write(buffer.getvalue())  # one write per run: its rows land together
-            handle.flush()
-            os.fsync(handle.fileno())
-
-
-def _field(value: Any) -> str:
-    if value is None or value == "unavailable":
-        return ""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else repr(value)
-    if isinstance(value, (list, dict, bool)):
-        return show(value)
-    return str(value)
-
 
 # ----------------------------------------------------------------------------- one run
 
@@ -285,7 +184,7 @@ def run_experiment(
         check_options(experiment, parallel)
     root = experiment.root
     root.mkdir(parents=True, exist_ok=True)
-    with _Lock(root):
+    with Lock(root):
         return _run(experiment, root, started, progress, stream, parallel)
 
 
@@ -382,49 +281,6 @@ def prepare_generators(experiment: Experiment, todo: list[Unit], stream: Any, pr
         info = {k: v for k, v in checkpoint.info().items() if k not in ("history", "format")}
         path.with_suffix(".json").write_text(json.dumps({"name": name, "spec": spec, **info}, indent=1))
         print(f"  generator '{name}' trained in {time.time() - started:.0f} s: {path}", file=stream, flush=True)
-
-
-class _Lock:
-    """``DIR/.lock`` while a runner writes there: a second invocation on the same directory is refused
-    (it would compute the same rows twice). A lock left by a dead process on this host is taken over."""
-
-    def __init__(self, root: Path) -> None:
-        self.path = root / ".lock"
-        self.held = False
-
-    def __enter__(self) -> None:
-        import socket
-
-        me = f"{socket.gethostname()} {os.getpid()}"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                host, _, pid = self.path.read_text().strip().rpartition(" ")
-                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                    self.path.unlink(missing_ok=True)
-                    continue
-                raise ConfigError(f"another fl-privacy run ({host or 'unknown host'}, pid {pid or '?'}) is writing to "
-                                  f"{self.path.parent}: wait for it, or delete {self.path} if it is gone") from None
-            with os.fdopen(fd, "w") as handle:
-                handle.write(me)
-            self.held = True
-            return
-        raise ConfigError(f"could not lock {self.path}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.held:
-            self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _short(unit: Unit) -> str:

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from fl_privacy.experiments.comparisons import Comparison
-from fl_privacy.experiments.spec import Experiment, TableSpec
+from fl_privacy.experiments.grouping import Record, combo_label, grouped, metric_values
+from fl_privacy.experiments.spec.model import Experiment, TableSpec
 from fl_privacy.experiments.stats import cell_stats, paired_comparison
-from fl_privacy.experiments.tables import Record, _group, _label, _values, fmt
+from fl_privacy.experiments.tables import fmt
 
 COMPARISONS_CSV = "comparisons.csv"
 PAIR_KEYS = ("seed", "victim", "round")
@@ -24,16 +25,16 @@ def _ci(metric: str, low: float | None, high: float | None) -> str:
 def cell_stats_lines(table: TableSpec, recs: list[Record]) -> list[str]:
     """One line per cell x metric: n, mean, median, 95% BCa bootstrap CI of the mean (fixed seed)."""
     keys = (*table.rows, *table.columns)
-    groups = _group(recs, keys)
+    groups = grouped(recs, keys)
     if not groups or max(len(g) for g in groups.values()) < 2:
         return []
-    lines = ["", "Cell statistics (95% CI: BCa bootstrap of the mean, scipy, seed 0; none below n = 3, and too narrow "
-                 "at small n):", "",
+    lines = ["", ("Cell statistics (95% CI: BCa bootstrap of the mean, scipy, seed 0; none below n = 3, and too narrow "
+                 "at small n):"), "",
              "| " + " | ".join(["metric", *keys, "n", "mean", "median", "95% CI"]) + " |",
              "|" + "---|" * (len(keys) + 5)]
     for metric in table.metrics:
         for combo, members in groups.items():
-            cell = cell_stats(_values(members, metric))
+            cell = cell_stats(metric_values(members, metric))
             if not cell.n:
                 continue
             lines.append("| " + " | ".join([f"`{metric}`", *(k.text for k in combo), str(cell.n), fmt(metric, cell.mean),
@@ -61,7 +62,7 @@ def comparison_rows(experiment: Experiment, recs: list[Record]) -> list[dict[str
         fixed = tuple(k for k in experiment.axis_keys if k not in comparison.keys)
         if experiment.per_round:
             fixed += ("round",)  # per-round rows: one paired test per round (pairs: the seeds)
-        for combo, members in (_group(recs, fixed) if fixed else {(): recs}).items():
+        for combo, members in (grouped(recs, fixed) if fixed else {(): recs}).items():
             base = _pairs(members, comparison.baseline, spec.metric)
             treat = _pairs(members, comparison.treatment, spec.metric)
             shared = sorted(set(base) & set(treat))
@@ -69,7 +70,7 @@ def comparison_rows(experiment: Experiment, recs: list[Record]) -> list[dict[str
                 continue
             result = paired_comparison([base[k] for k in shared], [treat[k] for k in shared], spec.paper_claim,
                                        spec.alpha, spec.margin)
-            rows.append({"comparison": spec.name, "at": _label(fixed, combo) if fixed else "", "metric": spec.metric,
+            rows.append({"comparison": spec.name, "at": combo_label(fixed, combo) if fixed else "", "metric": spec.metric,
                          "baseline": _setting(comparison.baseline), "treatment": _setting(comparison.treatment),
                          **result.__dict__, "unpaired_dropped": len(base) + len(treat) - 2 * len(shared),
                          "paper": spec.paper or ""})
@@ -85,10 +86,10 @@ def comparison_lines(experiment: Experiment, rows: list[dict[str, Any]]) -> list
     if not experiment.comparisons:
         return []
     lines = ["", "## Paired comparisons (the papers' claims)", "",
-             "Difference = treatment - baseline per victim (same victims and seeds in both cells); CI: BCa bootstrap "
+             ("Difference = treatment - baseline per victim (same victims and seeds in both cells); CI: BCa bootstrap "
              "of the mean difference at 1 - alpha (seed 0); p: two-sided Wilcoxon signed-rank (scipy). Verdict: "
              "supported / contradicted when p < alpha and the CI lies on one side of 0 (equal: the CI inside "
-             "± margin); otherwise undecided at this n. Not corrected for multiple comparisons.", "",
+             "± margin); otherwise undecided at this n. Not corrected for multiple comparisons."), "",
              "| comparison | held fixed | metric | n | baseline | treatment | mean diff | CI | Wilcoxon p | claim | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:

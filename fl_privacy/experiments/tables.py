@@ -10,15 +10,14 @@ does not name becomes an extra row key (line), never an average.
 from __future__ import annotations
 
 import json
-import math
-import re
 import statistics
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from fl_privacy.experiments.spec import Experiment, FigureSpec, TableSpec, show
+from fl_privacy.experiments.figures import plot_figure
+from fl_privacy.experiments.grouping import Record, combo_label, grouped, metric_values, number, records
+from fl_privacy.experiments.spec.model import Experiment, TableSpec
+from fl_privacy.experiments.spec.names import show
 
 _FORMATS = {
     "psnr_mean": "{:.2f}", "ssim_mean": "{:.3f}", "mse_mean": "{:.3g}", "lpips_mean": "{:.3f}",
@@ -42,61 +41,6 @@ def fmt(metric: str, value: float) -> str:
     return _FORMATS.get(metric, "{:.4g}").format(value)
 
 
-@dataclass(frozen=True)
-class Key:
-    """A setting of a row: its order in the sweep (or its number: seed, victim, round), text and typed value."""
-
-    order: float
-    text: str
-    value: Any = field(compare=False, hash=False)
-
-
-@dataclass(frozen=True)
-class Record:
-    """One results row with typed settings (key -> Key) and metrics (name -> float or None)."""
-
-    keys: dict[str, Key]
-    metrics: dict[str, float | None]
-
-
-def _number(text: str | None) -> float | None:
-    if text is None or text == "":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def records(experiment: Experiment, rows: list[dict[str, str]]) -> list[Record]:
-    points = {p.point_id: p for p in experiment.points}
-    out = []
-    for row in rows:
-        point = points.get(row.get("point_id", ""))
-        if point is None:
-            continue
-        keys = {k: Key(point.positions[k], show(v), v) for k, v in point.values.items()}
-        for pseudo in ("seed", "victim", "round"):
-            value = _number(row.get(pseudo))
-            if value is not None:
-                keys[pseudo] = Key(value, str(int(value)), int(value))
-        out.append(Record(keys, {m: _number(row.get(m)) for m in experiment.metrics}))
-    return out
-
-
-def _group(recs: list[Record], keys: tuple[str, ...]) -> dict[tuple, list[Record]]:
-    groups: dict[tuple, list[Record]] = {}
-    for r in recs:
-        if all(k in r.keys for k in keys):
-            groups.setdefault(tuple(r.keys[k] for k in keys), []).append(r)
-    return dict(sorted(groups.items(), key=lambda item: [key.order for key in item[0]]))
-
-
-def _values(recs: list[Record], metric: str) -> list[float]:
-    return [v for r in recs if (v := r.metrics.get(metric)) is not None]
-
-
 def cell(metric: str, values: list[float], stat: str = "mean") -> str:
     """``mean ± std`` (sample standard deviation) over the values, or their median; one value alone; ``–``
     when none."""
@@ -110,14 +54,10 @@ def cell(metric: str, values: list[float], stat: str = "mean") -> str:
     return f"{fmt(metric, mean)} ± {fmt(metric, statistics.stdev(values))}"
 
 
-def _label(keys: tuple[str, ...], combo: tuple) -> str:
-    return ", ".join(f"{k}={key.text}" for k, key in zip(keys, combo))
-
-
 def render_table(experiment: Experiment, table: TableSpec, recs: list[Record]) -> list[str]:
     """Markdown lines: one row per combination of the row keys, one column per column-key value x metric."""
-    rows = _group(recs, table.rows)
-    col_combos = list(_group(recs, table.columns)) if table.columns else [()]
+    rows = grouped(recs, table.rows)
+    col_combos = list(grouped(recs, table.columns)) if table.columns else [()]
     headers = list(table.rows)
     stats = table.stats
     for combo in col_combos:
@@ -127,18 +67,18 @@ def render_table(experiment: Experiment, table: TableSpec, recs: list[Record]) -
                 if not table.columns:
                     headers.append(name)
                 elif len(table.metrics) == 1 and len(stats) == 1:
-                    headers.append(_label(table.columns, combo))
+                    headers.append(combo_label(table.columns, combo))
                 else:
-                    headers.append(f"{_label(table.columns, combo)}: {name}")
+                    headers.append(f"{combo_label(table.columns, combo)}: {name}")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     counts = []
     for row_combo, members in rows.items():
         cells = [key.text for key in row_combo]
-        by_column = _group(members, table.columns) if table.columns else {(): members}
+        by_column = grouped(members, table.columns) if table.columns else {(): members}
         for combo in col_combos:
             group = by_column.get(combo, [])
             for metric in table.metrics:
-                values = _values(group, metric)
+                values = metric_values(group, metric)
                 counts.append(len(values))
                 cells.extend(cell(metric, values, stat) for stat in stats)
         lines.append("| " + " | ".join(cells) + " |")
@@ -163,72 +103,6 @@ SSIM_NOTE = ("SSIM (`*ssim_mean`): Gaussian 11x11 window, sigma 1.5, population 
 def ssim_note(metrics: tuple[str, ...] | list[str]) -> list[str]:
     """A line naming the SSIM window when a table shows SSIM (the two windows give different numbers)."""
     return ["", SSIM_NOTE] if any("ssim" in m for m in metrics) else []
-
-
-_UNIT_INTERVAL = ("accuracy", "acc", "ssim", "auc", "tpr", "fpr", "lpips", "rate")
-
-
-def clipped_error_bars(metric: str, means: tuple[float, ...], spreads: tuple[float, ...]) -> list[list[float]]:
-    """(lower, upper) error bars; for metrics bounded by [0, 1] (accuracy, SSIM, AUC, ...) cut at the bounds, so
-    the spread of few samples (two seeds) never draws a bar below 0 or above 1."""
-    if not any(part in metric.lower().split("_") or metric.lower().endswith(part) for part in _UNIT_INTERVAL):
-        return [list(spreads), list(spreads)]
-    return [[min(e, max(m, 0.0)) for m, e in zip(means, spreads)],
-            [min(e, max(1.0 - m, 0.0)) for m, e in zip(means, spreads)]]
-
-
-def plot_figure(experiment: Experiment, figure: FigureSpec, recs: list[Record], root: Path) -> list[Path]:
-    """One PNG per y metric: mean over victims and seeds vs x, std error bars, one line per hue combination."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for metric in figure.y:
-        lines = _group(recs, figure.hue) if figure.hue else {(): recs}
-        xs_all = sorted({r.keys[figure.x] for r in recs if figure.x in r.keys}, key=lambda k: k.order)
-        if not xs_all:
-            continue
-        numeric = all(isinstance(k.value, (int, float)) and not isinstance(k.value, bool) for k in xs_all)
-        position = {k: (float(k.value) if numeric else i) for i, k in enumerate(xs_all)}
-        fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        drawn = 0
-        for combo, members in lines.items():
-            points = []
-            for x, group in _group(members, (figure.x,)).items():
-                values = _values(group, metric)
-                if values:
-                    std = statistics.stdev(values) if len(values) > 1 else 0.0
-                    points.append((position[x[0]], statistics.fmean(values), std))
-            if not points:
-                continue
-            px, py, pe = zip(*points)
-            drawn += 1
-            ax.errorbar(px, py, yerr=clipped_error_bars(metric, py, pe), marker="o", capsize=3, linewidth=1.2,
-                        label=_label(figure.hue, combo) if figure.hue else None)
-        if figure.logx and numeric:
-            ax.set_xscale("log")
-            ax.minorticks_off()
-        if len(xs_all) <= 12 or not numeric:
-            ax.set_xticks(list(position.values()), [k.text for k in xs_all])
-        if figure.logy:
-            ax.set_yscale("log")
-        ax.set_xlabel(figure.x)
-        ax.set_ylabel(metric)
-        ax.set_title(figure.title or experiment.name, fontsize=10)
-        ax.grid(alpha=0.3)
-        if figure.hue and drawn:
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        stem = figure.name or f"{metric}_vs_{figure.x}"
-        if figure.name and len(figure.y) > 1:
-            stem = f"{figure.name}_{metric}"
-        path = root / (re.sub(r"[^A-Za-z0-9_.-]+", "_", stem) + ".png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
-    return paths
 
 
 def _duration(seconds: float) -> str:
@@ -268,7 +142,7 @@ def write_summary(root: Path, experiment: Experiment, rows: list[dict[str, str]]
     total = len(experiment.units)
     walls: dict[str, float] = {}  # per run: its largest wall time (per-round rows: the last round holds the run's)
     for row in rows:
-        walls[row.get("row_id", "")] = max(walls.get(row.get("row_id", ""), 0.0), _number(row.get("wall_seconds")) or 0.0)
+        walls[row.get("row_id", "")] = max(walls.get(row.get("row_id", ""), 0.0), number(row.get("wall_seconds")) or 0.0)
     compute = sum(walls.values())
     lines = [f"# {experiment.name}", ""]
     if experiment.question:

@@ -1,0 +1,50 @@
+"""Progress of runs spread over Ray workers: one line per finished point with an ETA from the throughput so far."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from fl_privacy.experiments.spec.model import Unit
+
+if TYPE_CHECKING:
+    from fl_privacy.experiments.parallel import Outcome
+
+
+class Progress:
+    """One line per finished point: its id, its runs' seconds, points left and an ETA from the throughput so far."""
+
+    def __init__(self, todo: list[Unit], stream: Any) -> None:
+        self.stream = stream
+        self.started = time.time()
+        self.left: dict[str, int] = {}
+        for unit in todo:
+            self.left[unit.point.point_id] = self.left.get(unit.point.point_id, 0) + 1
+        self.points_total = len(self.left)
+        self.runs_total, self.runs_done = len(todo), 0
+        self.seconds: dict[str, float] = {}
+        self.failed: dict[str, int] = {}
+
+    def finished(self, unit: Unit, outcome: Outcome) -> bool:
+        """Count a run; print and return True when it was its point's last one."""
+        pid = unit.point.point_id
+        self.runs_done += 1
+        self.seconds[pid] = self.seconds.get(pid, 0.0) + outcome.seconds
+        self.failed[pid] = self.failed.get(pid, 0) + (outcome.error is not None)
+        self.left[pid] -= 1
+        if self.left[pid]:
+            return False
+        elapsed = time.time() - self.started
+        points_left = sum(1 for n in self.left.values() if n)
+        eta = elapsed / self.runs_done * (self.runs_total - self.runs_done)
+        failed = f", {self.failed[pid]} FAILED" if self.failed[pid] else ""
+        print(f"  [{self.points_total - points_left}/{self.points_total}] point {pid} ({unit.point.label()}): "
+              f"{self.seconds[pid]:.1f} s{failed}; {points_left} point(s) left, ETA {_clock(eta)}, "
+              f"elapsed {_clock(elapsed)}", file=self.stream, flush=True)
+        return True
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s"
