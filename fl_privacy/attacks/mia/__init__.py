@@ -14,7 +14,6 @@ from fl_privacy.attacks.mia.audit import (
     ATTACKS,
     MIAConfig,
     audit_split,
-    combine_splits,
     lira_offline_scores,
     rmia_offline_scores,
     run_global_mia,
@@ -37,7 +36,7 @@ from fl_privacy.attacks.mia.threshold import THRESHOLD_SCORES, AuditLeakError, T
 
 __all__ = [
     "ATTACKS", "SCORES", "THRESHOLD_SCORES", "AuditLeakError", "MIAConfig", "ThresholdAttack", "audit_split",
-    "check_disjoint", "combine_splits", "compute_score", "confidence", "dp_bound_check", "entropy",
+    "check_disjoint", "compute_score", "confidence", "dp_bound_check", "entropy",
     "gradient_similarity_scores", "lira_offline_scores", "logit_scaled_confidence", "loss", "max_confidence",
     "model_outputs", "modified_entropy", "plot_roc", "reference_halves", "rmia_offline_scores", "roc_metrics",
     "run_global_mia", "score_recorded_update", "summary", "tpr_at_fpr", "train_model", "train_reference_models",
