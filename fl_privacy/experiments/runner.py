@@ -366,7 +366,7 @@ def prepare_generators(experiment: Experiment, todo: list[Unit], stream: Any, pr
         path = experiment.generator_path(name)
         if path.exists():
             continue
-        from fl_privacy.attacks.generators import train_generator
+        from fl_privacy.audit.auxiliary import train_generator
         from fl_privacy.federation.run_setup import resolve_device
 
         spec = dict(experiment.generators[name])
