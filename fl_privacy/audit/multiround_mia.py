@@ -93,5 +93,5 @@ def multiround_mia(root: str | Path, model: torch.nn.Module, train: ImageData, t
                     title=f"client {target}, rounds {rounds[0]}..{rounds[-1]} ({len(rounds)} recorded)")
     table = {name: {k: float(m[k]) for k in ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")}
              for name, m in metrics.items()}
-    return {"target": target, "rounds": rounds, "members": int(len(members)), "nonmembers": int(len(outsiders)),
+    return {"target": target, "rounds": rounds, "members": len(members), "nonmembers": len(outsiders),
             "scores": table, "roc": str(plot)}
