@@ -23,8 +23,7 @@ from fl_privacy.attacks.mia.reference import train_reference_models
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.data import ImageData
 from fl_privacy.federation.recording import RecordedUpdate
-
-SUMMARY_KEYS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
+from fl_privacy.metrics.catalog import MIA_SUMMARY
 
 
 def combine_splits(first: ImageData, second: ImageData) -> tuple[ImageData, int]:
@@ -96,7 +95,7 @@ class MembershipAuditor:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         plot = plot_roc({name: (m["fpr"], m["tpr"]) for name, m in attacks.items()},
                         self.out_dir / f"round_{server_round:03d}_roc.png")
-        summary = {name: {k: m[k] for k in SUMMARY_KEYS} for name, m in attacks.items()}
+        summary = {name: {k: m[k] for k in MIA_SUMMARY} for name, m in attacks.items()}
         warnings = sorted({w for m in attacks.values() for w in m.get("warnings", [])})
         return {"round": server_round, "members": len(self.members), "nonmembers": len(self.nonmembers),
                 "attacks": summary, "warnings": warnings, "roc": str(Path(plot).relative_to(self.out_dir.parent)),

@@ -24,6 +24,7 @@ from fl_privacy.attacks.mia import plot_roc, roc_metrics
 from fl_privacy.attacks.mia.multiround import fedmia_scores, round_measurements, trajectory_scores
 from fl_privacy.data import ImageData
 from fl_privacy.federation.recording import RecordedUpdate
+from fl_privacy.metrics.catalog import MIA_SUMMARY
 
 SCORES = ("FedMIA-II (cosine)", "FedMIA-I (loss)", "Avg-Cosine", "Loss-Series", "Grad-Cosine (one update)")
 
@@ -91,7 +92,7 @@ def multiround_mia(root: str | Path, model: torch.nn.Module, train: ImageData, t
     (root / "mia").mkdir(exist_ok=True)
     plot = plot_roc(metrics, root / "mia" / f"multiround_client_{target:04d}_roc.png",
                     title=f"client {target}, rounds {rounds[0]}..{rounds[-1]} ({len(rounds)} recorded)")
-    table = {name: {k: float(m[k]) for k in ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")}
+    table = {name: {k: float(m[k]) for k in MIA_SUMMARY}
              for name, m in metrics.items()}
     return {"target": target, "rounds": rounds, "members": len(members), "nonmembers": len(outsiders),
             "scores": table, "roc": str(plot)}

@@ -12,8 +12,11 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-RECONSTRUCTION = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc")
-"""Per-victim reconstruction scores every report shows (PSNR dB, SSIM, MSE, LPIPS, label accuracy)."""
+IMAGE_QUALITY = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean")
+"""Mean image similarity of a reconstruction to the originals (PSNR dB, SSIM, MSE, LPIPS)."""
+
+RECONSTRUCTION = (*IMAGE_QUALITY, "label_acc")
+"""Per-victim reconstruction scores every report shows: image quality and label accuracy."""
 
 VICTIM_SCORES = (*RECONSTRUCTION, "ssim_uniform7_mean")
 """Scored for every attacked victim (``ssim_uniform7_mean``: skimage's 7x7 uniform window, next to the

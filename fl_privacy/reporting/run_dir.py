@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from fl_privacy.config import ExperimentConfig
+from fl_privacy.reporting.records import RoundRecord
 
 
 def environment_info() -> dict[str, Any]:
@@ -105,6 +106,10 @@ class RunDirectory:
         if not path.exists():
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def round_records(self) -> list[RoundRecord]:
+        """``rounds.jsonl`` as typed records (victims as ``VictimEntry``)."""
+        return [RoundRecord.from_json(record) for record in self.read_jsonl("rounds.jsonl")]
 
     def update_path(self, server_round: int, partition_id: int) -> Path:
         """Where the server's view of one victim's update is stored (what an attack may read)."""
