@@ -119,6 +119,13 @@ class RunDirectory:
         """Where the evaluator's ground truth lives (never given to an attack)."""
         return self.root / "ground_truth" / f"round_{server_round:03d}" / f"{_client_stem(partition_id)}.json"
 
+    def recorded_clients(self) -> dict[int, list[int]]:
+        """Round -> ids of the clients whose updates were recorded (sorted; secure aggregates left out)."""
+        out: dict[int, list[int]] = {}
+        for path in sorted((self.root / "updates").glob("round_*/client_*.pt")):
+            out.setdefault(int(path.parent.name[6:]), []).append(int(path.stem[7:]))
+        return out
+
 
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
