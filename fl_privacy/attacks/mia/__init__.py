@@ -4,8 +4,11 @@
   entropy, LiRA's logit-scaled confidence), higher = more likely member;
 * ``threshold``: the seed paper's global-threshold MIAs, τ fitted on shadow data only;
 * ``reference``: reference/shadow models trained on halves of a reference pool;
+* ``offline``: the LiRA and RMIA offline estimators;
 * ``audit``: balanced audit sets and ``run_global_mia`` (threshold attacks, LiRA
   offline, RMIA offline) on a global model;
+* ``samples``: the ``LabelledSamples`` protocol the attacks read examples through
+  (the evaluator passes its dataset split; attacks load no data);
 * ``gradient``: the server's view of one update: gradient-similarity MIA (Li et al. 2023);
 * ``evaluation``: ROC, TPR at low FPR, log-log plots, the DP sanity bound.
 """
@@ -14,12 +17,11 @@ from fl_privacy.attacks.mia.audit import (
     ATTACKS,
     MIAConfig,
     audit_split,
-    lira_offline_scores,
-    rmia_offline_scores,
     run_global_mia,
 )
 from fl_privacy.attacks.mia.evaluation import dp_bound_check, plot_roc, roc_metrics, summary, tpr_at_fpr
 from fl_privacy.attacks.mia.gradient import gradient_similarity_scores, score_recorded_update, update_direction
+from fl_privacy.attacks.mia.offline import lira_offline_scores, rmia_offline_scores
 from fl_privacy.attacks.mia.reference import reference_halves, train_model, train_reference_models
 from fl_privacy.attacks.mia.scores import (
     SCORES,
