@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from clients.client_app import app as client_app
-from fl_privacy.attacks.generators import train_generator
+from fl_privacy.audit.auxiliary import train_generator
 from fl_privacy.audit.oneshot import attack_once
 from fl_privacy.config import build_config
 from fl_privacy.data import load_dataset

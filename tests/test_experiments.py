@@ -419,7 +419,7 @@ def test_generator_references_are_resolved_under_the_output_and_checked(tmp_path
 
 @needs_mnist
 def test_generators_are_trained_once_before_the_attacks_and_reused(tmp_path, monkeypatch):
-    from fl_privacy.attacks import generators as generators_module
+    from fl_privacy.audit import auxiliary as generators_module
 
     trained: list[list[int]] = []
     real = generators_module.train_generator

@@ -14,11 +14,11 @@ from fl_privacy.attacks.generators import (
     Generator,
     load_generator,
     to_attack_space,
-    train_generator,
 )
 from fl_privacy.attacks.generators.cli import add_train_generator_parser, parse_classes
 from fl_privacy.attacks.generators.train import CHECKPOINT_FORMAT
 from fl_privacy.attacks.threat import Observation
+from fl_privacy.audit.auxiliary import train_generator
 from tests.conftest import CIFAR_FILE, needs_cifar, needs_mnist, require_data
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -10,20 +10,36 @@ the similarity of their gradients to the update (the server's own view).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from fl_privacy.attacks.mia import MIAConfig, audit_split, combine_splits, plot_roc, roc_metrics, run_global_mia
+from fl_privacy.attacks.mia import MIAConfig, audit_split, plot_roc, roc_metrics, run_global_mia
 from fl_privacy.attacks.mia.gradient import score_recorded_update
 from fl_privacy.attacks.mia.reference import train_reference_models
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.data import ImageData
 from fl_privacy.federation.recording import RecordedUpdate
+from fl_privacy.metrics.catalog import MIA_SUMMARY
 
-SUMMARY_KEYS = ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
+
+def combine_splits(first: ImageData, second: ImageData) -> tuple[ImageData, int]:
+    """One ``ImageData`` holding both splits (e.g. train then test), and the offset of the second.
+
+    Index sets of the audit must index one array so disjointness can be checked;
+    use this when non-members or the reference pool come from the other split.
+    """
+    if first.shape != second.shape or first.classes != second.classes:
+        raise ValueError("splits differ in image shape or classes")
+    combined = ImageData(
+        name=first.name, images=np.concatenate([np.asarray(first.images), np.asarray(second.images)]),
+        labels=np.concatenate([first.labels, second.labels]), classes=first.classes, mean=first.mean,
+        std=first.std, source=f"{first.source}+{second.source}",
+    )
+    return combined, len(first)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -34,7 +50,8 @@ class MembershipAuditor:
     """Audits the global model after configured rounds; reference models are trained once and reused."""
 
     def __init__(self, config: ExperimentConfig, train: ImageData, test: ImageData, partitions: tuple,
-                 model_factory, out_dir: Path, device: torch.device | str = "cpu") -> None:  # noqa: ANN001
+                 model_factory: Callable[[], torch.nn.Module], out_dir: Path,
+                 device: torch.device | str = "cpu") -> None:
         self.config, self.out_dir, self.device = config, out_dir, device
         self.data, offset = combine_splits(train, test)
         rng = np.random.default_rng([config.seed, 11])
@@ -78,7 +95,7 @@ class MembershipAuditor:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         plot = plot_roc({name: (m["fpr"], m["tpr"]) for name, m in attacks.items()},
                         self.out_dir / f"round_{server_round:03d}_roc.png")
-        summary = {name: {k: m[k] for k in SUMMARY_KEYS} for name, m in attacks.items()}
+        summary = {name: {k: m[k] for k in MIA_SUMMARY} for name, m in attacks.items()}
         warnings = sorted({w for m in attacks.values() for w in m.get("warnings", [])})
         return {"round": server_round, "members": len(self.members), "nonmembers": len(self.nonmembers),
                 "attacks": summary, "warnings": warnings, "roc": str(Path(plot).relative_to(self.out_dir.parent)),
@@ -97,4 +114,4 @@ def gradient_mia(recorded: RecordedUpdate, model: torch.nn.Module, train: ImageD
     is_member = np.r_[np.ones(len(xm), bool), np.zeros(len(xn), bool)]
     metrics = roc_metrics(scores, is_member)
     return {"gradient_mia_auc": metrics["auc"], "gradient_mia_tpr_at_1pct_fpr": metrics["tpr_at_1pct_fpr"],
-            "gradient_mia_members": int(len(xm)), "gradient_mia_nonmembers": int(len(xn))}
+            "gradient_mia_members": len(xm), "gradient_mia_nonmembers": len(xn)}

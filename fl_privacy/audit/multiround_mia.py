@@ -24,22 +24,17 @@ from fl_privacy.attacks.mia import plot_roc, roc_metrics
 from fl_privacy.attacks.mia.multiround import fedmia_scores, round_measurements, trajectory_scores
 from fl_privacy.data import ImageData
 from fl_privacy.federation.recording import RecordedUpdate
+from fl_privacy.metrics.catalog import MIA_SUMMARY
+from fl_privacy.reporting import RunDirectory
 
 SCORES = ("FedMIA-II (cosine)", "FedMIA-I (loss)", "Avg-Cosine", "Loss-Series", "Grad-Cosine (one update)")
 
 
-def _recorded(root: Path) -> dict[int, list[int]]:
-    """Round -> recorded client ids."""
-    out: dict[int, list[int]] = {}
-    for path in sorted((root / "updates").glob("round_*/client_*.pt")):
-        out.setdefault(int(path.parent.name[6:]), []).append(int(path.stem[7:]))
-    return out
-
-
-def _members(root: Path, rounds: list[int], client: int) -> np.ndarray:
+def _members(run: RunDirectory, rounds: list[int], client: int) -> np.ndarray:
+    """The target's samples over its recorded rounds, from the evaluator's ground truth."""
     indices: set[int] = set()
     for r in rounds:
-        truth = json.loads((root / "ground_truth" / f"round_{r:03d}" / f"client_{client:04d}.json").read_text())
+        truth = json.loads(run.ground_truth_path(r, client).read_text())
         if truth.get("split", "train") != "train":
             raise ValueError(f"round {r}: the target's samples come from the {truth['split']} split, not train")
         indices.update(int(i) for step in truth["steps"] for i in step)
@@ -51,12 +46,13 @@ def multiround_mia(root: str | Path, model: torch.nn.Module, train: ImageData, t
                    device: str | torch.device = "cpu") -> dict[str, Any]:
     """Scores of every method for the target client's members vs ``nonmembers`` test samples; ROC on log axes."""
     root = Path(root)
-    recorded = _recorded(root)
+    run = RunDirectory(root)
+    recorded = run.recorded_clients()
     rounds = sorted(r for r, clients in recorded.items() if target in clients and len(clients) >= 3)
     if not rounds:
         raise ValueError(f"no round of {root} recorded client {target} and at least two other clients: record "
                          "them with attack.name=none, attack.rounds=[...], attack.victim_ids=[all clients]")
-    members = _members(root, rounds, target)
+    members = _members(run, rounds, target)
     if nonmembers > len(test):
         raise ValueError(f"asked for {nonmembers} non-members but the test split has {len(test)} samples")
     outsiders = np.sort(np.random.default_rng([seed, 29]).permutation(len(test))[:nonmembers])
@@ -67,7 +63,7 @@ def multiround_mia(root: str | Path, model: torch.nn.Module, train: ImageData, t
     target_m: dict[str, list[np.ndarray]] = {"cosine": [], "loss": []}
     other_m: dict[str, list[np.ndarray]] = {"cosine": [], "loss": []}
     for r in rounds:
-        updates = [RecordedUpdate.load(root / "updates" / f"round_{r:03d}" / f"client_{c:04d}.pt") for c in recorded[r]]
+        updates = [RecordedUpdate.load(run.update_path(r, c)) for c in recorded[r]]
         if any(u.kind != "delta" for u in updates):
             raise ValueError("the multi-round MIA reads FedAvg updates (training.algorithm=fedavg)")
         state = updates[0].global_state
@@ -91,7 +87,7 @@ def multiround_mia(root: str | Path, model: torch.nn.Module, train: ImageData, t
     (root / "mia").mkdir(exist_ok=True)
     plot = plot_roc(metrics, root / "mia" / f"multiround_client_{target:04d}_roc.png",
                     title=f"client {target}, rounds {rounds[0]}..{rounds[-1]} ({len(rounds)} recorded)")
-    table = {name: {k: float(m[k]) for k in ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")}
+    table = {name: {k: float(m[k]) for k in MIA_SUMMARY}
              for name, m in metrics.items()}
-    return {"target": target, "rounds": rounds, "members": int(len(members)), "nonmembers": int(len(outsiders)),
+    return {"target": target, "rounds": rounds, "members": len(members), "nonmembers": len(outsiders),
             "scores": table, "roc": str(plot)}

@@ -33,7 +33,7 @@ class VictimTruth:
     steps: list[np.ndarray]
 
     @classmethod
-    def from_steps(cls, data: ImageData, steps: list[np.ndarray], normalize: bool) -> "VictimTruth":
+    def from_steps(cls, data: ImageData, steps: list[np.ndarray], normalize: bool) -> VictimTruth:
         indices = np.unique(np.concatenate(steps))
         images, labels = data.batch(indices, normalize=normalize)
         return cls(images=images, labels=labels, indices=indices, steps=steps)
@@ -45,7 +45,7 @@ def bn_batch_statistics(model: torch.nn.Module, params: dict, buffers: dict, x: 
     hooks = []
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            def hook(_m, inputs, _out):  # noqa: ANN001, ANN202
+            def hook(_m, inputs, _out):
                 feature = inputs[0]
                 dims = [d for d in range(feature.dim()) if d != 1]
                 stats.append((feature.mean(dims).detach(), feature.var(dims, unbiased=False).detach()))

@@ -14,18 +14,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from fl_privacy.audit import preflight
 from fl_privacy.audit.advice import degenerate_attack_warnings
 from fl_privacy.audit.observe import VictimTruth
 from fl_privacy.audit.run_attacks import attack_update
 from fl_privacy.config import ConfigError, ExperimentConfig
+from fl_privacy.data import ImageData
 from fl_privacy.federation.client import client_update
-from fl_privacy.federation.recording import RecordedUpdate, public_num_examples
+from fl_privacy.federation.recording import RecordedUpdate, UpdateRecorder, public_num_examples
 from fl_privacy.federation.run_setup import build_model_for, load_split, prepare, resolve_device, victim_steps
 from fl_privacy.federation.training import batch_schedule
 from fl_privacy.reporting import RunDirectory
+from fl_privacy.reporting.records import RoundRecord, VictimEntry
 
 
-def victim_data(config: ExperimentConfig, client: int | None, split: str, indices: list[int] | None):  # noqa: ANN201
+def victim_data(config: ExperimentConfig, client: int | None, split: str, indices: list[int] | None):
     """The victim's data and local steps: a client's partition of the train split, or given indices of a split."""
     if indices:
         data = load_split(config, split)
@@ -62,64 +65,77 @@ def attack_once(
 
     The global model is the initial one (round 1), or ``global_state`` (a trained
     model's state dict, e.g. the federation's model after round ``round_number - 1``)."""
-    if config.attack.name == "none":
-        raise ConfigError("attack.name is 'none': choose an attack (e.g. inverting_gradients) to run one")
-    if config.attack.threat.observes == "aggregate":
-        raise ConfigError("attack.threat.observes 'aggregate' attacks a round's secure aggregate of several clients: "
-                          "run a federation (fl-privacy run, or an experiment with mode: federation)")
+    _check_one_shot(config)
     data, steps, pid = victim_data(config, client, split, indices)
     count = len(np.unique(np.concatenate(steps)))
-    if count > config.attack.max_images:
-        raise ConfigError(f"the victim's update uses {count} samples, more than attack.max_images="
-                          f"{config.attack.max_images}: pass fewer indices or lower data.samples_per_client")
+    preflight.check_image_budget(config, count, f"the victim's update uses {count} samples",
+                                 "pass fewer indices or lower data.samples_per_client")
     from fl_privacy.audit.run_attacks import gia_config
-    from fl_privacy.federation.run_setup import check_generator_fits
 
     gia_config(config)  # attack settings, the knowledge they need, the generator file: before any output
-    check_generator_fits(config, data.shape)
+    preflight.check_generator_fits(config, data.shape)
     device = resolve_device(config.resources.device)
     run = RunDirectory.create(config, out)
     model = build_model_for(config, data)
     advice = degenerate_attack_warnings(config, model)
     for warning in advice if on_warning else ():
         on_warning(warning)
-    trained = global_state is not None
-    if trained:
+    if global_state is not None:
         model.load_state_dict(global_state)
-    global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    r = round_number
-    reply = client_update(config, model, data, steps, global_state, pid, r, {}, "cpu")
-    param_names = [n for n, _ in model.named_parameters()]
-    recorded = RecordedUpdate.from_reply(config, r, pid, global_state, reply.arrays, param_names,
-                                         public_num_examples(config, reply.num_examples))
-    recorded.save(run.update_path(r, pid))
+    sent = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    recorded = _client_update(config, model, data, steps, sent, pid, round_number)
     truth = VictimTruth.from_steps(data, steps, config.data.normalize)
-    run.write_json(str(run.ground_truth_path(r, pid).relative_to(run.root)),
-                   {"split": split, "steps": [s.tolist() for s in steps], "labels": truth.labels.tolist()})
-    torch.manual_seed(config.seed)
-    outcome = attack_update(recorded, truth, build_model_for(config, data), data, config, run.root / "attacks",
-                            device, lpips_metric)
-    entry = {"round": r, "partition_id": pid, "split": split, "indices": truth.indices.tolist(), **outcome}
-    if advice:
-        entry["warnings"] = advice
-    run.append_jsonl("victims.jsonl", entry)
-    run.append_jsonl("rounds.jsonl", {"round": r, "victims": [entry], **_means(entry)})
-    from fl_privacy.reporting import write_summary
 
-    stage = f"the global model after round {r - 1}" if trained else "untrained global model"
+    def attack(rec: RecordedUpdate) -> dict[str, Any]:
+        torch.manual_seed(config.seed)
+        return attack_update(rec, truth, build_model_for(config, data), data, config, run.root / "attacks", device,
+                             lpips_metric)
+
+    def ground_truth(_round: int, _pid: int) -> dict[str, Any]:
+        return {"split": split, "steps": [s.tolist() for s in steps], "labels": truth.labels.tolist()}
+
+    def entry_of(rec: RecordedUpdate, _run: RunDirectory) -> VictimEntry:
+        return VictimEntry(rec.server_round, rec.partition_id, split=split, indices=truth.indices.tolist(),
+                           warnings=advice)
+
+    recorder = UpdateRecorder(config, run, ground_truth, attack, entry=entry_of)
+    entry = recorder.record(recorded)
+    run.append_jsonl("rounds.jsonl", RoundRecord.of_one_victim(VictimEntry.from_json(entry)).to_json())
+    _report(run, config, split, count, round_number, global_state is not None, advice)
+    return run, entry
+
+
+def _check_one_shot(config: ExperimentConfig) -> None:
+    """One client update can be attacked on its own only by an attack that sees single updates."""
+    if config.attack.name == "none":
+        raise ConfigError("attack.name is 'none': choose an attack (e.g. inverting_gradients) to run one")
+    if config.attack.threat.observes == "aggregate":
+        raise ConfigError("attack.threat.observes 'aggregate' attacks a round's secure aggregate of several clients: "
+                          "run a federation (fl-privacy run, or an experiment with mode: federation)")
+
+
+def _client_update(config: ExperimentConfig, model: torch.nn.Module, data: ImageData, steps: list[np.ndarray],
+                   sent: dict[str, torch.Tensor], pid: int, server_round: int) -> RecordedUpdate:
+    """The victim's update by the federation's client code, as the server would record it."""
+    reply = client_update(config, model, data, steps, sent, pid, server_round, {}, "cpu")
+    param_names = [n for n, _ in model.named_parameters()]
+    return RecordedUpdate.from_reply(config, server_round, pid, sent, reply.arrays, param_names,
+                                     public_num_examples(config, reply.num_examples))
+
+
+def _report(run: RunDirectory, config: ExperimentConfig, split: str, count: int, server_round: int, trained: bool,
+            advice: list[str]) -> None:
+    """The run's summary and report page, as a federation's (same reporter)."""
+    from fl_privacy.reporting import write_summary
+    from fl_privacy.reporting.run_report import write_run_report
+
+    stage = f"the global model after round {server_round - 1}" if trained else "untrained global model"
+    update = (f"- one client update: {config.training.algorithm}, {count} image(s) of {config.data.dataset} "
+              f"({split} split), model {config.model.name}, round {server_round} ({stage})")
     write_summary(run, f"Attack {config.attack.name} ({config.name})", [
-        f"- one client update: {config.training.algorithm}, {count} image(s) of {config.data.dataset} "
-        f"({split} split), model {config.model.name}, round {r} ({stage})",
+        update,
         f"- threat: {config.attack.threat.model_dump()}",
         f"- defenses: {', '.join(d.name for d in config.defenses) or 'none'}",
     ] + [f"- **warning**: {w}" for w in advice])
     run.write_json("final.json", {"finished": True})
-    from fl_privacy.reporting.run_report import write_run_report
-
     write_run_report(run)
-    return run, entry
-
-
-def _means(entry: dict[str, Any]) -> dict[str, float]:
-    return {f"attack_{k}": entry[k] for k in ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc")
-            if isinstance(entry.get(k), (int, float))}

@@ -13,18 +13,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from fl_privacy.attacks.cocktail_party import CocktailPartyConfig, cocktail_party, matched_correlation
+from fl_privacy.attacks.cocktail_party import CocktailPartyConfig, cocktail_party
+from fl_privacy.audit import preflight
 from fl_privacy.audit.observe import VictimTruth, observe
+from fl_privacy.audit.scoring import score_and_save
 from fl_privacy.config import ConfigError, ExperimentConfig
 from fl_privacy.data import ImageData
 from fl_privacy.federation.recording import RecordedUpdate
-from fl_privacy.reporting.images import save_comparison_grid, save_trace
-
-ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc", "ssim_uniform7_mean")
-"""Scored for every attack; ``corr_mean`` (sign/scale-free) is added next to them."""
+from fl_privacy.reporting.records import AttackOutcome
 
 
 def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = ()):  # noqa: ANN201
@@ -54,9 +52,9 @@ def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = (
     except ValueError as err:
         raise ConfigError(f"attack: {err}") from None
     if config.attack.name in GIA_L_NAMES:
-        _check_generator(config, pending_generators)
+        preflight.check_generator(config, pending_generators)
     if config.attack.name in FEDAVG_NAMES:
-        _check_fedavg_attack(config)
+        preflight.check_fedavg_attack(config)
     if cfg.labels == "known" and not threat.labels:
         raise ConfigError("attack.gia.labels is 'known' but the threat level does not grant labels: "
                           "set attack.threat.labels=true or use labels 'infer'")
@@ -73,41 +71,6 @@ def cocktail_party_config(config: ExperimentConfig) -> CocktailPartyConfig:
                           f"model '{config.model.name}' starts with a convolution: use model.name mlp")
     iterations = config.attack.gia.iterations
     return CocktailPartyConfig(seed=config.seed, **({"iterations": iterations} if iterations else {}))
-
-
-def _check_fedavg_attack(config: ExperimentConfig) -> None:
-    """Dimitrov's attack simulates local epochs: it needs FedAvg updates (probes are FedSGD gradients)."""
-    if config.training.algorithm != "fedavg":
-        raise ConfigError(f"attack '{config.attack.name}' attacks FedAvg updates but training.algorithm is "
-                          f"'{config.training.algorithm}': set training.algorithm=fedavg or use inverting_gradients")
-    if config.attack.probe_images:
-        raise ConfigError(f"attack '{config.attack.name}' attacks FedAvg updates; attack.probe_images are one-step "
-                          "FedSGD gradients: set attack.probe_images=0 or use inverting_gradients")
-
-
-def _check_generator(config: ExperimentConfig, pending: Collection[str] = ()) -> None:
-    path = config.attack.generator
-    if not path:
-        raise ConfigError(f"attack '{config.attack.name}' searches a generator's latent space: set attack.generator "
-                          "to a checkpoint (train one with `fl-privacy train-generator --out gen.pt ...`)")
-    if path not in pending and not Path(path).expanduser().is_file():
-        raise ConfigError(f"attack.generator '{path}' does not exist (train one with `fl-privacy train-generator`)")
-    if path not in pending:
-        generator_info(path)  # format, keys, settings and tensor shapes, read without running code
-
-
-def generator_info(path: str, image_shape: tuple[int, ...] | None = None) -> dict:
-    """The fully checked info of a generator checkpoint (cached while the file is unchanged)."""
-    p = Path(path).expanduser()
-    stat = p.stat() if p.is_file() else None
-    return _checked(str(p), stat.st_mtime_ns if stat else 0, stat.st_size if stat else 0, image_shape)
-
-
-@lru_cache(maxsize=8)
-def _checked(path: str, mtime_ns: int, size: int, image_shape: tuple[int, ...] | None) -> dict:
-    from fl_privacy.attacks.generators.checkpoint import check_checkpoint
-
-    return check_checkpoint(path, image_shape)
 
 
 @lru_cache(maxsize=2)
@@ -166,7 +129,22 @@ def attack_updates(
     device: torch.device | str = "cpu",
     lpips_metric: Any = None,
 ) -> list[dict[str, Any]]:
-    """``attack_update`` for several victims; GIA-O victims of one global model run as one batched problem.
+    """``attack_victims``' outcomes as the JSON the victim entries carry."""
+    outcomes = attack_victims(recorded, truths, model, data, config, out_dir, device, lpips_metric)
+    return [outcome.to_json() for outcome in outcomes]
+
+
+def attack_victims(
+    recorded: Sequence[RecordedUpdate],
+    truths: Sequence[VictimTruth],
+    model: torch.nn.Module,
+    data: ImageData,
+    config: ExperimentConfig,
+    out_dir: Path,
+    device: torch.device | str = "cpu",
+    lpips_metric: Any = None,
+) -> list[AttackOutcome]:
+    """Attack several victims; GIA-O victims of one global model run as one batched problem.
 
     Victims whose problems have the same shape (update kind, number of images, schedule) are
     optimised together by ``reconstruct_victims`` (each gets the result it would get alone); the
@@ -175,17 +153,15 @@ def attack_updates(
     from fl_privacy.attacks import GIA_O_NAMES
 
     for rec, truth in zip(recorded, truths):
-        if len(truth.indices) > config.attack.max_images:
-            raise ConfigError(
-                f"the update of client {rec.partition_id} was computed on {len(truth.indices)} samples, more than "
-                f"attack.max_images={config.attack.max_images}: cap data.samples_per_client or "
-                "training.local_steps"
-            )
+        preflight.check_image_budget(
+            config, len(truth.indices),
+            f"the update of client {rec.partition_id} was computed on {len(truth.indices)} samples",
+            "cap data.samples_per_client or training.local_steps")
     observations = [observe(rec, model, data, config, truth) for rec, truth in zip(recorded, truths)]
     cfg = gia_config(config)
     batched = config.attack.name in GIA_O_NAMES and getattr(cfg, "optimizer", None) == "adam"
     groups = _batch_groups(observations) if batched else [[i] for i in range(len(observations))]
-    outcomes: dict[int, dict[str, Any]] = {}
+    outcomes: dict[int, AttackOutcome] = {}
     for group in groups:
         started = time.time()
         if batched:
@@ -197,9 +173,10 @@ def attack_updates(
             results = [_reconstruct(observations[group[0]], cfg, config, device)]
         seconds = time.time() - started
         for i, result in zip(group, results):
-            outcomes[i] = _score_and_save(result, observations[i], truths[i], recorded[i], config, out_dir,
-                                          lpips_metric)
-            outcomes[i].update(seconds=seconds, victims_batched=len(group))
+            outcome = score_and_save(result, observations[i], truths[i], recorded[i], config.attack.name, out_dir,
+                                     lpips_metric)
+            outcome.seconds, outcome.victims_batched = seconds, len(group)
+            outcomes[i] = outcome
     return [outcomes[i] for i in range(len(observations))]
 
 
@@ -211,45 +188,3 @@ def _batch_groups(observations: Sequence[Any]) -> list[list[int]]:
                tuple(obs.image_shape), obs.bn_statistics is None, tuple(obs.update))
         groups.setdefault(key, []).append(i)
     return list(groups.values())
-
-
-def _score_and_save(result: Any, obs: Any, truth: VictimTruth, recorded: RecordedUpdate, config: ExperimentConfig,
-                    out_dir: Path, lpips_metric: Any) -> dict[str, Any]:
-    """Score one reconstruction against ground truth; save its picture and trace; the victim's record."""
-    from fl_privacy.metrics import label_accuracy, score_reconstruction
-
-    recon = obs.to_pixels(result.images.detach().cpu())
-    originals = obs.to_pixels(truth.images.cpu())
-    scores = score_reconstruction(recon, originals, lpips=lpips_metric)
-    # labels come out as a multiset (inferred counts, or given): compare without the pixel matching
-    scores["label_acc"] = (label_accuracy(result.labels.cpu(), truth.labels.cpu(), ordered=False)
-                           if result.labels.numel() else None)
-    perm = np.asarray(scores["perm"])
-    corr = _matched_correlation(recon, originals)
-    who = "aggregate" if recorded.partition_id < 0 else f"client_{recorded.partition_id:04d}"
-    stem = f"round_{recorded.server_round:03d}_{who}"
-    captions = [f"{p:.1f} dB" for p in scores["psnr"]]
-    grid = save_comparison_grid(originals, recon[perm], out_dir / f"{stem}.png", captions)
-    trace = save_trace(result.trace, out_dir / f"{stem}_trace.png") if len(result.trace) else None
-    return {
-        "attack": config.attack.name,
-        "images": len(truth.indices),
-        **{k: scores.get(k) for k in ATTACK_METRICS},
-        "lpips": "unavailable" if lpips_metric is None else "alex",
-        "psnr": scores["psnr"], "ssim": scores["ssim"], "ssim_window": scores["ssim_window"],
-        "labels_true": truth.labels.tolist(), "labels_used": result.labels.cpu().tolist(),
-        "objective": result.objective, "iterations": result.iterations,
-        "iterations_used": getattr(result, "iterations_used", 0) or result.iterations,
-        "seconds_per_iteration": result.seconds_per_iteration,
-        "restarts": len(result.restart_objectives),
-        "notes": list(getattr(result, "notes", []) or []),
-        "corr_mean": corr, "aggregated_clients": obs.aggregated_clients,
-        "grid": str(grid.relative_to(out_dir.parent)),
-        "trace": None if trace is None else str(trace.relative_to(out_dir.parent)),
-    }
-
-
-def _matched_correlation(recon: torch.Tensor, originals: torch.Tensor) -> float:
-    """Mean |Pearson correlation| after optimal matching: blind to sign, scale and offset (the Cocktail Party
-    Attack's evaluation; for other attacks a second, scale-free view of the same reconstructions)."""
-    return float(np.mean(matched_correlation(recon, originals)[0]))

@@ -42,6 +42,7 @@ from fl_privacy.experiments.spec.model import Experiment, Unit
 from fl_privacy.experiments.spec.names import ATTACK_METRICS, FEDERATION_METRICS, show
 from fl_privacy.experiments.tables import write_summary
 from fl_privacy.launch.inprocess import InProcessGrid
+from fl_privacy.metrics.catalog import ATTACK_PREFIX, IMAGE_QUALITY, PROBE_PREFIX, ROUND_MEANS, finite_means, prefixed
 from fl_privacy.reporting.experiment_report import write_experiment_report
 from strategies.server_app import run_federation
 
@@ -139,16 +140,12 @@ def _final_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per run: the last evaluated accuracy/loss, attack metrics over every attacked victim, mean payload."""
     out: dict[str, Any] = {}
     mia = [k for k in FEDERATION_METRICS if k.startswith("mia_auc_")]
-    for key in ("test_accuracy", "test_loss", "train_loss", "igsa", "probe_psnr_mean", "probe_ssim_mean",
-                "probe_mse_mean", "probe_lpips_mean", *mia):
+    for key in ("test_accuracy", "test_loss", "train_loss", "igsa", *prefixed(PROBE_PREFIX, IMAGE_QUALITY), *mia):
         values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
         if values:
             out[key] = values[-1]
     victims = [v for r in records for v in r.get("victims") or []]
-    for key in ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc", "corr_mean"):
-        values = [v[key] for v in victims if isinstance(v.get(key), (int, float)) and math.isfinite(v[key])]
-        if values:
-            out[f"attack_{key}"] = sum(values) / len(values)
+    out.update(finite_means(victims, ROUND_MEANS, ATTACK_PREFIX))
     for key in ("payload_kib", "compression"):
         values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
         if values:
@@ -265,7 +262,7 @@ def prepare_generators(experiment: Experiment, todo: list[Unit], stream: Any, pr
         path = experiment.generator_path(name)
         if path.exists():
             continue
-        from fl_privacy.attacks.generators import train_generator
+        from fl_privacy.audit.auxiliary import train_generator
         from fl_privacy.federation.run_setup import resolve_device
 
         spec = dict(experiment.generators[name])

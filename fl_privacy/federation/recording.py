@@ -17,6 +17,7 @@ import torch
 
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.reporting import RunDirectory
+from fl_privacy.reporting.records import AttackOutcome, VictimEntry
 
 Tensors = dict[str, torch.Tensor]
 
@@ -87,12 +88,23 @@ def aggregate_update(
     return recorded
 
 
-AttackHook = Callable[[RecordedUpdate], "dict[str, Any] | None"]
+AttackHook = Callable[[RecordedUpdate], "AttackOutcome | dict[str, Any] | None"]
 GroundTruthFn = Callable[[int, int], dict[str, Any]]
+EntryFn = Callable[[RecordedUpdate, RunDirectory], VictimEntry]
+
+
+def federation_entry(recorded: RecordedUpdate, run: RunDirectory) -> VictimEntry:
+    """A federation victim's entry names its recorded update file and example count."""
+    r, pid = recorded.server_round, recorded.partition_id
+    return VictimEntry(r, pid, num_examples=recorded.num_examples,
+                       update_file=str(run.update_path(r, pid).relative_to(run.root)))
 
 
 class UpdateRecorder:
-    """Chooses victims per round, stores their updates and ground truth, calls the attack hook."""
+    """Chooses victims per round, stores their updates and ground truth, calls the attack hook.
+
+    A federation and a one-shot attack share it; ``entry`` says how a victim is named in
+    ``victims.jsonl`` (default: its update file, ``federation_entry``)."""
 
     def __init__(
         self,
@@ -100,10 +112,12 @@ class UpdateRecorder:
         run: RunDirectory,
         ground_truth: GroundTruthFn,
         attack: AttackHook | None = None,
+        entry: EntryFn = federation_entry,
     ) -> None:
         self.config, self.run = config, run
         self.ground_truth = ground_truth
         self.attack = attack
+        self.entry = entry
         self._chosen: set[int] = set()
 
     def wants(self, server_round: int, partition_id: int) -> bool:
@@ -136,8 +150,10 @@ class UpdateRecorder:
         return {pid: candidates[pid] for pid in keep}
 
     def record_failure(self, server_round: int, partition_id: int, reason: str) -> dict[str, Any]:
-        """A victim whose client failed or did not answer: reported as such, nothing attacked."""
-        entry = {"round": server_round, "partition_id": partition_id, "failed": True, "reason": reason}
+        """A victim whose client failed or did not answer: reported as such, nothing attacked.
+
+        Returns the entry as written to ``victims.jsonl`` (``VictimEntry.to_json``)."""
+        entry = VictimEntry(server_round, partition_id, failed=True, reason=reason).to_json()
         self.run.append_jsonl("victims.jsonl", entry)
         return entry
 
@@ -146,23 +162,25 @@ class UpdateRecorder:
         return self.record_round([recorded])[0]
 
     def record_round(self, recorded: list[RecordedUpdate]) -> list[dict[str, Any]]:
-        """Store a round's victims; attack them together when the hook can (``hook.round``), else one by one."""
+        """Store a round's victims; attack them together when the hook can (``hook.round``), else one by one.
+
+        Returns the entries as written to ``victims.jsonl`` (``VictimEntry.to_json``), in the round record."""
         entries = []
         for rec in recorded:
             r, pid = rec.server_round, rec.partition_id
             rec.save(self.run.update_path(r, pid))
             self.run.write_json(str(self.run.ground_truth_path(r, pid).relative_to(self.run.root)),
                                 self._ground_truth(rec))
-            entries.append({"round": r, "partition_id": pid, "num_examples": rec.num_examples,
-                            "update_file": str(self.run.update_path(r, pid).relative_to(self.run.root))})
+            entries.append(self.entry(rec, self.run))
         if self.attack is not None and recorded:
             together = getattr(self.attack, "round", None)
             outcomes = together(recorded) if together is not None else [self.attack(rec) for rec in recorded]
             for entry, outcome in zip(entries, outcomes):
-                entry.update(outcome or {})
-        for entry in entries:
+                entry.add(outcome)
+        written = [entry.to_json() for entry in entries]
+        for entry in written:
             self.run.append_jsonl("victims.jsonl", entry)
-        return entries
+        return written
 
 
 def public_num_examples(config: ExperimentConfig, reported: int | None) -> int:

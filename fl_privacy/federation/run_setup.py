@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,20 +65,22 @@ def prepare(config: ExperimentConfig) -> RunSetup:
             f"change data.partition / data.alpha / data.samples_per_client"
         )
     build_model_for(config, train)  # fails fast when the model does not fit the images
-    _check_attack_size(config, partitions)
-    check_generator_fits(config, train.shape)
+    _check_attackable(config, partitions, train.shape)
     return RunSetup(config, train, partitions)
 
 
-def check_generator_fits(config: ExperimentConfig, image_shape: tuple[int, ...]) -> None:
-    """GIA-L: the generator checkpoint is valid and makes images of the victim's shape (checked before round 1)."""
-    from fl_privacy.attacks import GIA_L_NAMES
+def _check_attackable(config: ExperimentConfig, partitions: tuple[np.ndarray, ...],
+                      image_shape: tuple[int, ...]) -> None:
+    """The evaluator's pre-flight checks (``fl_privacy.audit.preflight``) on this run's update sizes."""
+    from fl_privacy.audit import preflight
 
-    path = config.attack.generator
-    if config.attack.name in GIA_L_NAMES and path and Path(path).expanduser().is_file():
-        from fl_privacy.audit.run_attacks import generator_info
+    gia = None
+    if config.attack.name != "none":
+        from fl_privacy.audit.run_attacks import gia_config
 
-        generator_info(path, tuple(image_shape))
+        gia = gia_config(config)  # preset, overrides and the knowledge they need
+    preflight.check_attack_size(config, [images_per_update(config, len(p)) for p in partitions], gia)
+    preflight.check_generator_fits(config, image_shape)
 
 
 def images_per_update(config: ExperimentConfig, partition_size: int) -> int:
@@ -92,61 +93,7 @@ def images_per_update(config: ExperimentConfig, partition_size: int) -> int:
     return partition_size
 
 
-def _check_aggregate_size(config: ExperimentConfig, partitions: tuple[np.ndarray, ...]) -> None:
-    """Secure aggregation: the attack faces every participant's images at once (K clients x B images)."""
-    fed = config.federation
-    count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
-    if fed.sampling == "poisson":  # a Poisson round may draw every client
-        count = fed.num_clients
-    total = sum(sorted((images_per_update(config, len(p)) for p in partitions), reverse=True)[:count])
-    if total > config.attack.max_images:
-        raise ConfigError(f"under secure aggregation the attack faces all {count} clients' images at once ({total}), "
-                          f"more than attack.max_images={config.attack.max_images}: lower federation.num_clients, "
-                          f"training.batch_size or data.samples_per_client, or raise attack.max_images")
-    if config.attack.name == "cocktail_party":
-        from fl_privacy.models import model_options
-
-        units = config.model.width or model_options(config.model.name).get("width", 0)
-        if total > units:
-            raise ConfigError(f"the Cocktail Party Attack unmixes at most model.width={units} images from the first "
-                              f"layer, the aggregate holds {total}: raise model.width or lower the clients/batch")
-
-
-def _check_attack_size(config: ExperimentConfig, partitions: tuple[np.ndarray, ...]) -> None:
-    """An attack on thousands of images would run for days: refuse before round 1."""
-    if config.attack.name == "none":
-        return
-    from fl_privacy.audit.run_attacks import gia_config
-
-    gia = gia_config(config)  # preset, overrides and the knowledge they need
-    probe = config.attack.probe_images
-    if probe and gia.labels == "infer" and gia.label_method == "idlg" and probe > 1:
-        raise ConfigError(f"attack.probe_images={probe} but iDLG label inference handles one image: use "
-                          f"attack.gia.label_method=llg+ or probe_images 1")
-    if probe > config.attack.max_images:
-        raise ConfigError(f"attack.probe_images={probe} is more than attack.max_images={config.attack.max_images}")
-    if config.attack.threat.observes == "aggregate":
-        _check_aggregate_size(config, partitions)
-        return
-    victims = config.attack.victim_ids if config.attack.victim_ids is not None else \
-        range(len(partitions)) if config.attack.victims else []
-    if not victims:
-        return  # only probes (or nothing) are attacked
-    worst = max((images_per_update(config, len(partitions[v])), v) for v in victims)
-    if gia.labels == "infer" and gia.label_method == "idlg" and worst[0] > 1:
-        raise ConfigError(
-            f"attack '{config.attack.name}' infers labels with iDLG, which needs updates of one image, but client "
-            f"{worst[1]}'s update uses {worst[0]}: use attack.gia.label_method=llg+ or FedSGD with batch_size 1"
-        )
-    if worst[0] > config.attack.max_images:
-        raise ConfigError(
-            f"attack '{config.attack.name}' would reconstruct {worst[0]} images from client {worst[1]}'s update, "
-            f"more than attack.max_images={config.attack.max_images}: use FedSGD with a small training.batch_size, "
-            f"set data.samples_per_client or training.local_steps, or raise attack.max_images"
-        )
-
-
-def victim_steps(setup: "RunSetup", server_round: int, partition_id: int) -> list[np.ndarray]:
+def victim_steps(setup: RunSetup, server_round: int, partition_id: int) -> list[np.ndarray]:
     """The dataset indices of each local step of a client in a round (evaluator side)."""
     from fl_privacy.federation.training import batch_schedule
 

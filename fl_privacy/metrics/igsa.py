@@ -39,9 +39,18 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 
-from fl_privacy.attacks.gia.objectives import layer_weights
+__all__ = ["IGSAResult", "gradient_jvp", "igsa", "shallow_first_weights"]
 
-__all__ = ["IGSAResult", "gradient_jvp", "igsa"]
+
+def shallow_first_weights(n_layers: int) -> torch.Tensor:
+    """``(L - l) / L`` for ``l = 0..L-1``: IGSA's "more weight on shallow layers" (normalized by the caller).
+
+    The same numbers as the gradient-matching objectives' ``linear`` layer weights,
+    owned here because they define the IGSA estimator itself.
+    """
+    if n_layers < 1:
+        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    return torch.arange(n_layers, 0, -1, dtype=torch.float32) / n_layers
 
 
 @dataclass(frozen=True)
@@ -121,7 +130,7 @@ def igsa(
     finally:
         model.train(was_training)
     per_layer = (totals / count).tolist()
-    w = layer_weights(len(names), "linear").double()
+    w = shallow_first_weights(len(names)).double()
     w = (w / w.sum()).tolist()
     roughness = sum(wl * r for wl, r in zip(w, per_layer))
     return IGSAResult(

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from fl_privacy.config import ExperimentConfig
+from fl_privacy.reporting.records import RoundRecord
 
 
 def environment_info() -> dict[str, Any]:
@@ -106,6 +107,10 @@ class RunDirectory:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
+    def round_records(self) -> list[RoundRecord]:
+        """``rounds.jsonl`` as typed records (victims as ``VictimEntry``)."""
+        return [RoundRecord.from_json(record) for record in self.read_jsonl("rounds.jsonl")]
+
     def update_path(self, server_round: int, partition_id: int) -> Path:
         """Where the server's view of one victim's update is stored (what an attack may read)."""
         return self.root / "updates" / f"round_{server_round:03d}" / f"{_client_stem(partition_id)}.pt"
@@ -113,6 +118,13 @@ class RunDirectory:
     def ground_truth_path(self, server_round: int, partition_id: int) -> Path:
         """Where the evaluator's ground truth lives (never given to an attack)."""
         return self.root / "ground_truth" / f"round_{server_round:03d}" / f"{_client_stem(partition_id)}.json"
+
+    def recorded_clients(self) -> dict[int, list[int]]:
+        """Round -> ids of the clients whose updates were recorded (sorted; secure aggregates left out)."""
+        out: dict[int, list[int]] = {}
+        for path in sorted((self.root / "updates").glob("round_*/client_*.pt")):
+            out.setdefault(int(path.parent.name[6:]), []).append(int(path.stem[7:]))
+        return out
 
 
 def _jsonable(value: Any) -> Any:

@@ -6,7 +6,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from fl_privacy.metrics.catalog import ATTACK_PREFIX
 from fl_privacy.reporting.images import _plt
+from fl_privacy.reporting.records import RoundRecord, VictimEntry
 from fl_privacy.reporting.run_dir import RunDirectory
 
 _COLUMNS = [
@@ -25,10 +27,10 @@ _COLUMNS = [
     ("compression", "compression x", "{:.1f}"),
 ]
 _ATTACK_COLUMNS = [
-    ("attack_psnr_mean", "attack PSNR dB", "{:.2f}"),
-    ("attack_ssim_mean", "attack SSIM", "{:.3f}"),
-    ("attack_lpips_mean", "attack LPIPS", "{:.3f}"),
-    ("attack_label_acc", "label acc", "{:.2f}"),
+    (f"{ATTACK_PREFIX}psnr_mean", "attack PSNR dB", "{:.2f}"),
+    (f"{ATTACK_PREFIX}ssim_mean", "attack SSIM", "{:.3f}"),
+    (f"{ATTACK_PREFIX}lpips_mean", "attack LPIPS", "{:.3f}"),
+    (f"{ATTACK_PREFIX}label_acc", "label acc", "{:.2f}"),
 ]
 
 
@@ -63,9 +65,9 @@ def write_summary(run: RunDirectory, title: str, notes: list[str] | None = None,
     lines += victims
     lines += _failed_victims(records)
     lines += _mia_section(records)
-    lines += ["", "Files: `config.yaml` (resolved config), `environment.json` (versions), `rounds.jsonl` "
+    lines += ["", ("Files: `config.yaml` (resolved config), `environment.json` (versions), `rounds.jsonl` "
               "(one record per round), `updates/` (the server's view of recorded victim updates), "
-              "`ground_truth/` (the victims' sample indices, for the evaluator only)."]
+              "`ground_truth/` (the victims' sample indices, for the evaluator only).")]
     path = run.root / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -73,7 +75,7 @@ def write_summary(run: RunDirectory, title: str, notes: list[str] | None = None,
 
 def _victim_section(run: RunDirectory, records: list[dict[str, Any]]) -> list[str]:
     """Per-victim attack results with their pictures, and the attack metrics over rounds."""
-    victims = [v for r in records for v in r.get("victims", []) if "psnr_mean" in v]
+    victims = [v.to_json() for v in _victims(records) if v.attacked]
     if not victims:
         return []
     lines = ["", "## Attacked victims", "",
@@ -94,24 +96,29 @@ def _victim_section(run: RunDirectory, records: list[dict[str, Any]]) -> list[st
 
 def _failed_victims(records: list[dict[str, Any]]) -> list[str]:
     """Victims whose client failed or timed out: nothing was attacked, and the report says so."""
-    failed = [v for r in records for v in r.get("victims", []) if v.get("failed")]
+    failed = [v for v in _victims(records) if v.failed]
     if not failed:
         return []
     return ["", "## Failed victims", "", "| round | client | reason |", "|---|---|---|"] + \
-        [f"| {v['round']} | {v['partition_id']} | {v['reason']} |" for v in failed]
+        [f"| {v.round} | {v.partition_id} | {v.reason} |" for v in failed]
+
+
+def _victims(records: list[dict[str, Any]]) -> list[VictimEntry]:
+    """Every round's victims, typed (attacked, failed, or recorded only)."""
+    return [v for r in records for v in RoundRecord.from_json(r).victims]
 
 
 def _mia_section(records: list[dict[str, Any]]) -> list[str]:
     """Membership inference on the global model: ROC numbers per attack and round, with the ROC plot."""
     audits = [r for r in records if r.get("mia")]
-    gradient = [v for r in records for v in r.get("victims", []) if "gradient_mia_auc" in v]
+    gradient = [v.to_json() for v in _victims(records) if "gradient_mia_auc" in v.analyses]
     if not audits and not gradient:
         return []
     lines = ["", "## Membership inference", ""]
     if audits:
-        lines += ["Global model; members are clients' training samples, non-members held-out test samples "
+        lines += [("Global model; members are clients' training samples, non-members held-out test samples "
                   "(balanced); thresholds and LiRA/RMIA statistics come from reference models trained on "
-                  "other held-out samples.", "",
+                  "other held-out samples."), "",
                   "| round | attack | AUC | TPR @ 1% FPR | TPR @ 0.1% FPR | ROC |", "|---|---|---|---|---|---|"]
         for r in audits:
             for name, m in r["mia"]["attacks"].items():
@@ -160,7 +167,7 @@ def _plot_accuracy(run: RunDirectory, records: list[dict[str, Any]]) -> Path | N
     return _save(plt, fig, run.root / "accuracy.png")
 
 
-def _save(plt, fig, path: Path) -> Path:  # noqa: ANN001
+def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -71,7 +71,7 @@ _GENERATOR: dict = {}
 def _generator_dict() -> dict:
     """A real (one-step) MNIST generator checkpoint as a dict, trained once per process."""
     if not _GENERATOR:
-        from fl_privacy.attacks.generators import train_generator
+        from fl_privacy.audit.auxiliary import train_generator
 
         ck = train_generator("mnist", classes=None, epochs=1, batch_size=8, nz=4, ngf=2, ndf=2, max_samples=16,
                              device="cpu", progress=False, max_steps=1)

@@ -3,19 +3,21 @@ on the attacker's public auxiliary data, checkpoints, and the map into the attac
 
 from fl_privacy.attacks.generators.dcgan import Discriminator, Generator
 from fl_privacy.attacks.generators.train import (
+    DCGANSettings,
     GeneratorCheckpoint,
     generator_from_checkpoint,
     load_generator,
     to_attack_space,
-    train_generator,
+    train_dcgan,
 )
 
 __all__ = [
+    "DCGANSettings",
     "Discriminator",
     "Generator",
     "GeneratorCheckpoint",
     "generator_from_checkpoint",
     "load_generator",
     "to_attack_space",
-    "train_generator",
+    "train_dcgan",
 ]

@@ -37,7 +37,7 @@ def _positive(text: str) -> int:
 
 def cmd_train_generator(args: argparse.Namespace) -> int:
     """Train, save, and print the checkpoint path and the training time."""
-    from fl_privacy.attacks.generators.train import train_generator
+    from fl_privacy.audit.auxiliary import train_generator
 
     _check_arguments(args)
     try:

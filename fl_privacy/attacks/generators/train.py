@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -36,11 +35,12 @@ from fl_privacy.attacks.generators.dcgan import SUPPORTED_SIZES, Discriminator, 
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "DCGANSettings",
     "GeneratorCheckpoint",
     "generator_from_checkpoint",
     "load_generator",
     "to_attack_space",
-    "train_generator",
+    "train_dcgan",
 ]
 
 CHECKPOINT_FORMAT = "fl-privacy-dcgan/1"
@@ -155,142 +155,150 @@ def load_generator(path: str | os.PathLike, device: torch.device | str | None = 
     return generator_from_checkpoint(data, device)
 
 
-def _select(labels: np.ndarray, classes: list[int] | None, num_classes: int, max_samples: int | None,
-            seed: int) -> tuple[np.ndarray, list[int]]:
-    present = sorted(int(c) for c in np.unique(labels))
-    if classes is None:
-        chosen = present
-    else:
-        chosen = sorted({int(c) for c in classes})
-        bad = [c for c in chosen if not 0 <= c < num_classes]
-        if bad:
-            raise ValueError(f"classes {bad} are not class ids of the dataset (0..{num_classes - 1})")
-        if not chosen:
-            raise ValueError("classes is empty")
-    idx = np.flatnonzero(np.isin(labels, chosen))
-    if idx.size == 0:
-        raise ValueError(f"the split has no samples of classes {chosen}")
-    if max_samples is not None:
-        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-            raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
-        if max_samples < idx.size:
-            rng = np.random.default_rng(seed)
-            idx = np.sort(rng.choice(idx, size=max_samples, replace=False))
-    return idx, chosen
+@dataclass(frozen=True)
+class DCGANSettings:
+    """DCGAN training settings (Radford et al. 2016's defaults; ``epochs`` a CPU-friendly budget)."""
+
+    epochs: int = 25
+    batch_size: int = 128
+    nz: int = 100
+    ngf: int = 64
+    ndf: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.5
+    conditional: bool = True
+    max_steps: int | None = None
+    """Stop after this many batches in total (tests, timing a fraction of an epoch)."""
+    seed: int = 0
+
+    def check(self) -> None:
+        """Refuse settings that cannot train, before any data is loaded."""
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("nz", 1), ("ngf", 1), ("ndf", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        m = self.max_steps
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ValueError(f"max_steps must be a positive integer or None, got {m!r}")
+        if not self.lr > 0 or not 0 <= self.beta1 < 1:
+            raise ValueError(f"need lr > 0 and 0 <= beta1 < 1, got lr={self.lr!r}, beta1={self.beta1!r}")
 
 
-def train_generator(
-    dataset: str = "cifar10",
-    classes: list[int] | None = None,
-    split: str = "train",
-    epochs: int = 25,
-    batch_size: int = 128,
-    nz: int = 100,
-    ngf: int = 64,
-    ndf: int = 64,
-    lr: float = 2e-4,
-    beta1: float = 0.5,
-    conditional: bool = True,
-    max_samples: int | None = None,
-    device: torch.device | str | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    data_dir: str | os.PathLike | None = None,
-    max_steps: int | None = None,
-) -> GeneratorCheckpoint:
-    """Train a (conditional) DCGAN on ``classes`` of ``dataset``/``split``; return the checkpoint.
+@dataclass
+class _GAN:
+    """Both networks, their optimizers and the seeded random streams of one training run."""
 
-    ``epochs``: passes over the selected samples (default 25: a CPU-friendly budget; GIAS
-    trained its CIFAR-10 DCGAN for 200 epochs, DCGAN reports LSUN after 1-5). ``max_steps``
-    stops earlier, after that many batches in total (for tests and timing a fraction of an
-    epoch). ``max_samples``: a seeded random subset of the selected samples. The last
-    incomplete batch of each epoch is dropped (BatchNorm on tiny batches is unstable).
-    Seeded: weights (CPU RNG, forked so the global state is untouched), the shuffling
-    (CPU generator) and the latents (a generator on ``device``).
-    """
-    from fl_privacy.data.datasets import load_dataset
+    generator: Generator
+    discriminator: Discriminator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    shuffle: torch.Generator
+    noise: torch.Generator
+    g_kwargs: dict[str, Any]
 
-    for name, value, minimum in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("nz", nz, 1),
-                                 ("ngf", ngf, 1), ("ndf", ndf, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
-        raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
-    if not lr > 0 or not 0 <= beta1 < 1:
-        raise ValueError(f"need lr > 0 and 0 <= beta1 < 1, got lr={lr!r}, beta1={beta1!r}")
-    dev = torch.device(device) if device is not None else _default_device()
 
-    data = load_dataset(dataset, split, data_dir=data_dir)
-    nc, height, width = data.shape
-    if height != width or height not in SUPPORTED_SIZES:
-        raise ValueError(f"the DCGAN supports square images of size {SUPPORTED_SIZES}, {dataset} has {height}x{width}")
-    labels_all = np.asarray(data.labels, dtype=np.int64)
-    idx, chosen = _select(labels_all, classes, data.num_classes, max_samples, seed)
-    images = torch.from_numpy(np.ascontiguousarray(data.images[idx])).to(dev)  # uint8, converted per batch
-    labels = torch.from_numpy(labels_all[idx]).to(dev)
-    n = int(idx.size)
-    bs = min(batch_size, n)
-    steps_per_epoch = n // bs
-    total_steps = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
-
-    num_classes = data.num_classes if conditional else 0
-    g_kwargs = {"nz": nz, "ngf": ngf, "nc": nc, "num_classes": num_classes, "image_size": height}
+def _build_gan(settings: DCGANSettings, nc: int, size: int, num_classes: int, dev: torch.device) -> _GAN:
+    """Weights from the seed (CPU RNG, forked so the global state is untouched), on ``dev``."""
+    s = settings
+    g_kwargs: dict[str, Any] = {"nz": s.nz, "ngf": s.ngf, "nc": nc, "num_classes": num_classes, "image_size": size}
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(s.seed)
         generator = Generator(**g_kwargs)
-        discriminator = Discriminator(ndf=ndf, nc=nc, num_classes=num_classes, image_size=height)
+        discriminator = Discriminator(ndf=s.ndf, nc=nc, num_classes=num_classes, image_size=size)
     g_kwargs["embed_dim"] = generator.embed_dim if num_classes else None
     generator.to(dev).train()
     discriminator.to(dev).train()
-    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(beta1, 0.999))
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(beta1, 0.999))
-    shuffle = torch.Generator().manual_seed(seed)
-    noise = torch.Generator(device=dev).manual_seed(seed + 1)
-    ones = torch.ones(bs, device=dev)
-    zeros = torch.zeros(bs, device=dev)
+    return _GAN(
+        generator=generator, discriminator=discriminator,
+        opt_g=torch.optim.Adam(generator.parameters(), lr=s.lr, betas=(s.beta1, 0.999)),
+        opt_d=torch.optim.Adam(discriminator.parameters(), lr=s.lr, betas=(s.beta1, 0.999)),
+        shuffle=torch.Generator().manual_seed(s.seed), noise=torch.Generator(device=dev).manual_seed(s.seed + 1),
+        g_kwargs=g_kwargs,
+    )
 
+
+def _gan_step(gan: _GAN, real: torch.Tensor, y: torch.Tensor | None, nz: int) -> torch.Tensor:
+    """One D step then one G step (non-saturating loss); (d_loss, g_loss, D(x), D(G(z))) without a host sync."""
+    bs = real.shape[0]
+    ones = torch.ones(bs, device=real.device)
+    zeros = torch.zeros(bs, device=real.device)
+    z = torch.randn(bs, nz, generator=gan.noise, device=real.device)
+    fake = gan.generator(z, y)
+
+    gan.opt_d.zero_grad(set_to_none=True)
+    d_real = gan.discriminator(real, y)
+    d_fake = gan.discriminator(fake.detach(), y)
+    loss_d = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
+    loss_d.backward()
+    gan.opt_d.step()
+
+    gan.opt_g.zero_grad(set_to_none=True)
+    loss_g = F.binary_cross_entropy_with_logits(gan.discriminator(fake, y), ones)
+    loss_g.backward()
+    gan.opt_g.step()
+    with torch.no_grad():
+        return torch.stack([loss_d, loss_g, torch.sigmoid(d_real).mean(), torch.sigmoid(d_fake).mean()])
+
+
+def _train_epoch(gan: _GAN, images: torch.Tensor, labels: torch.Tensor | None, bs: int, steps: int, nz: int,
+                 bar: Any) -> tuple[list[float], int]:
+    """Up to ``steps`` batches of one shuffled pass (last incomplete batch dropped); per-epoch means, steps done."""
+    n = images.shape[0]
+    perm = torch.randperm(n, generator=gan.shuffle).to(images.device)
+    sums = torch.zeros(4, device=images.device)
+    done = 0
+    for s in range(steps):
+        batch = perm[s * bs:(s + 1) * bs]
+        real = images[batch].float() / 127.5 - 1.0
+        sums += _gan_step(gan, real, labels[batch] if labels is not None else None, nz)
+        done += 1
+        if bar is not None:
+            bar.update(1)
+    return (sums / max(done, 1)).tolist(), done  # one host sync per epoch
+
+
+def train_dcgan(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    settings: DCGANSettings,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    description: str = "DCGAN",
+) -> tuple[Generator, Discriminator, dict[str, Any]]:
+    """Train a (conditional) DCGAN on uint8 ``images`` (N, C, H, W) with int ``labels``; no data loading here.
+
+    ``num_classes``: the label space a conditional generator keeps (0 or ``conditional=False``: unconditional).
+    Returns both networks in eval mode and ``{"generator": constructor arguments, "batch_size", "device",
+    "seconds", "epochs_completed" (fractional when ``max_steps`` stopped inside an epoch), "steps", "history"}``. Seeded: weights, shuffling (CPU generator) and latents (a
+    generator on ``device``).
+    """
+    settings.check()
+    dev = torch.device(device) if device is not None else _default_device()
+    nc, height, width = images.shape[1:]
+    if height != width or height not in SUPPORTED_SIZES:
+        raise ValueError(f"the DCGAN supports square images of size {SUPPORTED_SIZES}, got {height}x{width}")
+    images, labels = images.to(dev), labels.to(dev)  # uint8, converted per batch
+    n = int(images.shape[0])
+    bs = min(settings.batch_size, n)
+    steps_per_epoch = n // bs
+    total = settings.epochs * steps_per_epoch
+    total = total if settings.max_steps is None else min(settings.max_steps, total)
+    gan = _build_gan(settings, nc, height, num_classes if settings.conditional else 0, dev)
+    conditioned = labels if settings.conditional and num_classes else None
     bar = None
     if progress:
         from fl_privacy.progress import progress_bar
 
-        bar = progress_bar(total=total_steps, desc=f"DCGAN {dataset} classes {chosen}", leave=False)
+        bar = progress_bar(total=total, desc=description, leave=False)
     history: dict[str, list[float]] = {"d_loss": [], "g_loss": [], "d_real": [], "d_fake": []}
     step = 0
     start = time.perf_counter()
-    for _epoch in range(epochs):
-        if step >= total_steps:
+    for _epoch in range(settings.epochs):
+        if step >= total:
             break
-        perm = torch.randperm(n, generator=shuffle).to(dev)
-        sums = torch.zeros(4, device=dev)
-        done = 0
-        for s in range(steps_per_epoch):
-            if step >= total_steps:
-                break
-            batch = perm[s * bs:(s + 1) * bs]
-            real = images[batch].float() / 127.5 - 1.0
-            y = labels[batch] if num_classes else None
-            z = torch.randn(bs, nz, generator=noise, device=dev)
-            fake = generator(z, y)
-
-            opt_d.zero_grad(set_to_none=True)
-            d_real = discriminator(real, y)
-            d_fake = discriminator(fake.detach(), y)
-            loss_d = F.binary_cross_entropy_with_logits(d_real, ones) + F.binary_cross_entropy_with_logits(d_fake, zeros)
-            loss_d.backward()
-            opt_d.step()
-
-            opt_g.zero_grad(set_to_none=True)
-            loss_g = F.binary_cross_entropy_with_logits(discriminator(fake, y), ones)
-            loss_g.backward()
-            opt_g.step()
-
-            with torch.no_grad():
-                sums += torch.stack([loss_d, loss_g, torch.sigmoid(d_real).mean(), torch.sigmoid(d_fake).mean()])
-            step += 1
-            done += 1
-            if bar is not None:
-                bar.update(1)
-        means = (sums / max(done, 1)).tolist()  # one host sync per epoch
+        means, done = _train_epoch(gan, images, conditioned, bs, min(steps_per_epoch, total - step), settings.nz, bar)
+        step += done
         for key, value in zip(history, means):
             history[key].append(float(value))
         if bar is not None:
@@ -300,17 +308,9 @@ def train_generator(
     seconds = time.perf_counter() - start
     if bar is not None:
         bar.close()
-
-    generator.eval()
-    discriminator.eval()
-    config = {
-        "dataset": dataset, "split": split, "epochs": epochs, "batch_size": bs, "nz": nz, "ngf": ngf, "ndf": ndf,
-        "lr": float(lr), "beta1": float(beta1), "conditional": bool(conditional), "max_samples": max_samples,
-        "max_steps": max_steps, "seed": seed, "device": str(dev), "generator": g_kwargs,
-        "generator_parameters": sum(p.numel() for p in generator.parameters()),
+    gan.generator.eval()
+    gan.discriminator.eval()
+    return gan.generator, gan.discriminator, {
+        "generator": gan.g_kwargs, "batch_size": bs, "device": str(dev), "seconds": seconds,
+        "epochs_completed": step / steps_per_epoch, "steps": step, "history": history,
     }
-    return GeneratorCheckpoint(
-        generator=generator, config=config, classes=chosen, mean=tuple(data.mean), std=tuple(data.std),
-        image_shape=(nc, height, width), num_samples=n, seconds=seconds, epochs=step / steps_per_epoch,
-        steps=step, history=history, discriminator=discriminator,
-    )

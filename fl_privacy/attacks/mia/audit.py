@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import norm
 
 from fl_privacy.attacks.mia.evaluation import roc_metrics
+from fl_privacy.attacks.mia.offline import lira_offline_scores, rmia_offline_scores
 from fl_privacy.attacks.mia.reference import train_reference_models
+from fl_privacy.attacks.mia.samples import LabelledSamples
 from fl_privacy.attacks.mia.scores import confidence, logit_scaled_confidence, model_outputs
 from fl_privacy.attacks.mia.threshold import THRESHOLD_SCORES, ThresholdAttack, check_disjoint
-from fl_privacy.data import ImageData
 
 ATTACKS: tuple[str, ...] = (*THRESHOLD_SCORES, "lira_offline", "rmia_offline")
 
@@ -76,81 +76,6 @@ def audit_split(
     return chosen[order], is_member[order]
 
 
-def combine_splits(first: ImageData, second: ImageData) -> tuple[ImageData, int]:
-    """One ``ImageData`` holding both splits (e.g. train then test), and the offset of the second.
-
-    Index sets of the audit must index one array so disjointness can be checked;
-    use this when non-members or the reference pool come from the other split.
-    """
-    if first.shape != second.shape or first.classes != second.classes:
-        raise ValueError("splits differ in image shape or classes")
-    combined = ImageData(
-        name=first.name, images=np.concatenate([np.asarray(first.images), np.asarray(second.images)]),
-        labels=np.concatenate([first.labels, second.labels]), classes=first.classes, mean=first.mean,
-        std=first.std, source=f"{first.source}+{second.source}",
-    )
-    return combined, len(first)
-
-
-# ----------------------------------------------------------------------------- estimators
-def lira_offline_scores(
-    target_phi: np.ndarray, out_phi: np.ndarray, global_variance: bool = True, min_std: float = 1e-6
-) -> np.ndarray:
-    """Offline LiRA (Carlini et al. 2022): one-sided Gaussian test against the OUT distribution.
-
-    ``target_phi``: (N,) logit-scaled confidences of the target; ``out_phi``:
-    (n_models, N) those of OUT reference models. Returns ``log Φ((φ - μ) / σ)``
-    (higher = more likely member).
-    """
-    target = np.asarray(target_phi, dtype=np.float64).reshape(-1)
-    out = np.asarray(out_phi, dtype=np.float64)
-    if out.ndim != 2 or out.shape[1] != len(target):
-        raise ValueError(f"out_phi must be (n_models, {len(target)}), got {out.shape}")
-    n_models = out.shape[0]
-    mu = out.mean(0)
-    if n_models == 1:
-        std = np.full_like(mu, out.std())
-    elif global_variance:
-        std = np.full_like(mu, np.sqrt(((out - mu) ** 2).sum() / (out.shape[1] * (n_models - 1))))
-    else:
-        std = out.std(0, ddof=1)
-    return norm.logcdf((target - mu) / np.maximum(std, min_std))
-
-
-def rmia_offline_scores(
-    target_p_x: np.ndarray,
-    ref_p_x: np.ndarray,
-    target_p_z: np.ndarray,
-    ref_p_z: np.ndarray,
-    a: float = 0.3,
-    gamma: float = 1.0,
-) -> np.ndarray:
-    """Offline RMIA (Zarifzadeh et al. 2024): share of population z that x dominates by factor γ.
-
-    ``*_p_*``: true-class probabilities; ``ref_*`` have shape (n_models, n) and come
-    from OUT reference models. ``Pr(·) = ½[(1 + a)·mean_ref + (1 - a)]``,
-    ``score(x) = |{z : (p(x)/Pr(x)) / (p(z)/Pr(z)) ≥ γ}| / |Z|``. The score moves in
-    steps of 1/|Z|: with few z, the most member-like examples all tie at 1 and the TPR
-    at low FPR collapses, so use hundreds of z or more when that metric matters.
-    """
-    if not 0.0 <= a <= 1.0:
-        raise ValueError(f"a must be in [0, 1], got {a}")
-
-    def log_ratio(p_target: np.ndarray, p_ref: np.ndarray) -> np.ndarray:
-        p_target = np.asarray(p_target, dtype=np.float64).reshape(-1)
-        p_ref = np.asarray(p_ref, dtype=np.float64)
-        if p_ref.ndim != 2 or p_ref.shape[1] != len(p_target):
-            raise ValueError(f"reference probabilities must be (n_models, {len(p_target)}), got {p_ref.shape}")
-        marginal = 0.5 * ((1 + a) * p_ref.mean(0) + (1 - a))
-        return np.log(np.maximum(p_target, 1e-300)) - np.log(np.maximum(marginal, 1e-300))
-
-    lx, lz = log_ratio(target_p_x, ref_p_x), np.sort(log_ratio(target_p_z, ref_p_z))
-    if len(lz) == 0:
-        raise ValueError("RMIA needs population samples z")
-    # ratio_x / ratio_z ≥ γ  ⟺  log ratio_z ≤ log ratio_x - log γ
-    return np.searchsorted(lz, lx - np.log(gamma), side="right") / len(lz)
-
-
 # ----------------------------------------------------------------------------- the audit
 @dataclass
 class MIAConfig:
@@ -175,7 +100,7 @@ class MIAConfig:
 
 def run_global_mia(
     model: torch.nn.Module,
-    data: ImageData,
+    data: LabelledSamples,
     members: Sequence[int] | np.ndarray,
     nonmembers: Sequence[int] | np.ndarray,
     reference_pool: Sequence[int] | np.ndarray,
@@ -199,85 +124,25 @@ def run_global_mia(
     unknown = sorted(set(cfg.attacks) - set(ATTACKS))
     if unknown:
         raise ValueError(f"unknown attack(s) {unknown}; choices: {list(ATTACKS)}")
-    members = np.asarray(members, dtype=np.int64)
-    nonmembers = np.asarray(nonmembers, dtype=np.int64)
-    if np.intersect1d(members, nonmembers).size:
-        raise ValueError("members and nonmembers overlap")
-    audit = np.concatenate([members, nonmembers])
-    is_member = np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)]
+    audit, is_member = _audit_set(members, nonmembers)
     pool = np.unique(np.asarray(reference_pool, dtype=np.int64))
     check_disjoint(audit, reference_pool=pool)
-
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)  # draws the training pool, then RMIA's population: keep that order
     if reference_models is None:
-        if model_factory is None:
-            raise ValueError("give model_factory (to train reference models) or reference_models")
-        n_z = min(cfg.rmia_population, len(pool) // 4) if "rmia_offline" in cfg.attacks else 0
-        shuffled = rng.permutation(pool)
-        train_pool = np.sort(shuffled[n_z:])
-        reference_models = train_reference_models(
-            model_factory, data, train_pool, cfg.n_reference_models, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed,
-            device, momentum=cfg.momentum, weight_decay=cfg.weight_decay, normalize=cfg.normalize,
-        )
-    if not reference_models:
-        raise ValueError("no reference models")
-    for _, in_idx in reference_models:
-        check_disjoint(audit, reference_training=in_idx)
-        if np.setdiff1d(in_idx, pool).size:
-            raise ValueError("a reference model trained on examples outside reference_pool")
-    trained_on = np.unique(np.concatenate([in_idx for _, in_idx in reference_models]))
-    population = np.setdiff1d(pool, trained_on)  # seen by no reference model
-    if "rmia_offline" in cfg.attacks:
-        if len(population) == 0:
-            raise ValueError("RMIA needs reference-pool examples that no reference model trained on")
-        population = np.sort(rng.permutation(population)[: cfg.rmia_population])
-    else:
-        population = population[:0]
+        reference_models = _train_references(model_factory, data, pool, cfg, rng, device)
+    trained_on, population = _population(audit, pool, reference_models, cfg, rng)
 
     def logits(m: torch.nn.Module, idx: np.ndarray) -> torch.Tensor:
         return model_outputs(m, data, idx, device, cfg.eval_batch_size, cfg.normalize)
 
-    labels_audit, labels_z = data.labels[audit], data.labels[population]
     target_logits = logits(model, audit)
-    results: dict[str, dict[str, Any]] = {}
-    scores: dict[str, np.ndarray] = {}
-
-    # --- global-threshold attacks, τ from the shadow (first reference) model's IN/OUT reference data
     shadow, shadow_in = reference_models[0]
     shadow_out = np.setdiff1d(pool, shadow_in)
-    for name in (a for a in cfg.attacks if a in THRESHOLD_SCORES):
-        attack = ThresholdAttack(name).fit_shadow(
-            shadow, data, shadow_in, shadow_out, audit_indices=audit, device=device, batch_size=cfg.eval_batch_size
-        )
-        s = attack.signal(target_logits, labels_audit)
-        scores[name] = s
-        results[name] = roc_metrics(s, is_member)
-        results[name].update(
-            threshold=attack.threshold_, reference_balanced_accuracy=attack.reference_balanced_accuracy_,
-            balanced_accuracy_at_threshold=attack.score(s, is_member),
-        )
-
-    # --- LiRA / RMIA offline: every reference model is OUT for every audited example
+    results, scores = _threshold_attacks(target_logits, data, audit, is_member, (shadow, shadow_in, shadow_out),
+                                         cfg, device)
     if "lira_offline" in cfg.attacks or "rmia_offline" in cfg.attacks:
-        both = np.concatenate([audit, population])
-        ref_logits = [logits(m, both) for m, _ in reference_models]
-        labels_both = data.labels[both]
-        n = len(audit)
-        if "lira_offline" in cfg.attacks:
-            out_phi = np.stack([logit_scaled_confidence(z[:n], labels_audit) for z in ref_logits])
-            s = lira_offline_scores(logit_scaled_confidence(target_logits, labels_audit), out_phi,
-                                    cfg.lira_global_variance)
-            scores["lira_offline"] = s
-            results["lira_offline"] = roc_metrics(s, is_member)
-        if "rmia_offline" in cfg.attacks:
-            ref_p = np.stack([confidence(z, labels_both) for z in ref_logits])
-            s = rmia_offline_scores(
-                confidence(target_logits, labels_audit), ref_p[:, :n],
-                confidence(logits(model, population), labels_z), ref_p[:, n:], cfg.rmia_a, cfg.rmia_gamma,
-            )
-            scores["rmia_offline"] = s
-            results["rmia_offline"] = roc_metrics(s, is_member)
-
+        _offline_attacks(model, target_logits, logits, data, audit, is_member, population, reference_models, cfg,
+                         results, scores)
     return {
         "attacks": results,
         "scores": scores,
@@ -290,3 +155,98 @@ def run_global_mia(
         },
         "config": asdict(cfg),
     }
+
+
+def _audit_set(members: Sequence[int] | np.ndarray, nonmembers: Sequence[int] | np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Audited indices (members first) and their membership; the two sets must not overlap."""
+    members = np.asarray(members, dtype=np.int64)
+    nonmembers = np.asarray(nonmembers, dtype=np.int64)
+    if np.intersect1d(members, nonmembers).size:
+        raise ValueError("members and nonmembers overlap")
+    audit = np.concatenate([members, nonmembers])
+    return audit, np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)]
+
+
+def _train_references(model_factory: Callable[[], torch.nn.Module] | None, data: LabelledSamples, pool: np.ndarray,
+                      cfg: MIAConfig, rng: np.random.Generator, device: str | torch.device
+                      ) -> list[tuple[torch.nn.Module, np.ndarray]]:
+    """Reference models on the pool less RMIA's population (a quarter at most, kept unseen)."""
+    if model_factory is None:
+        raise ValueError("give model_factory (to train reference models) or reference_models")
+    n_z = min(cfg.rmia_population, len(pool) // 4) if "rmia_offline" in cfg.attacks else 0
+    shuffled = rng.permutation(pool)
+    train_pool = np.sort(shuffled[n_z:])
+    return train_reference_models(
+        model_factory, data, train_pool, cfg.n_reference_models, cfg.epochs, cfg.batch_size, cfg.lr, cfg.seed,
+        device, momentum=cfg.momentum, weight_decay=cfg.weight_decay, normalize=cfg.normalize,
+    )
+
+
+def _population(audit: np.ndarray, pool: np.ndarray, reference_models: list[tuple[torch.nn.Module, np.ndarray]],
+                cfg: MIAConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Check the reference models stay in the pool and off the audit set; pool examples any trained on, and
+    RMIA's population z (pool examples none trained on; empty without RMIA)."""
+    if not reference_models:
+        raise ValueError("no reference models")
+    for _, in_idx in reference_models:
+        check_disjoint(audit, reference_training=in_idx)
+        if np.setdiff1d(in_idx, pool).size:
+            raise ValueError("a reference model trained on examples outside reference_pool")
+    trained_on = np.unique(np.concatenate([in_idx for _, in_idx in reference_models]))
+    population = np.setdiff1d(pool, trained_on)  # seen by no reference model
+    if "rmia_offline" not in cfg.attacks:
+        return trained_on, population[:0]
+    if len(population) == 0:
+        raise ValueError("RMIA needs reference-pool examples that no reference model trained on")
+    return trained_on, np.sort(rng.permutation(population)[: cfg.rmia_population])
+
+
+def _threshold_attacks(target_logits: torch.Tensor, data: LabelledSamples, audit: np.ndarray, is_member: np.ndarray,
+                       shadow: tuple[torch.nn.Module, np.ndarray, np.ndarray], cfg: MIAConfig,
+                       device: str | torch.device) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """Global-threshold attacks, τ from the shadow (first reference) model's IN/OUT reference data."""
+    shadow_model, shadow_in, shadow_out = shadow
+    labels_audit = data.labels[audit]
+    results: dict[str, dict[str, Any]] = {}
+    scores: dict[str, np.ndarray] = {}
+    for name in (a for a in cfg.attacks if a in THRESHOLD_SCORES):
+        attack = ThresholdAttack(name).fit_shadow(
+            shadow_model, data, shadow_in, shadow_out, audit_indices=audit, device=device,
+            batch_size=cfg.eval_batch_size,
+        )
+        s = attack.signal(target_logits, labels_audit)
+        scores[name] = s
+        results[name] = roc_metrics(s, is_member)
+        results[name].update(
+            threshold=attack.threshold_, reference_balanced_accuracy=attack.reference_balanced_accuracy_,
+            balanced_accuracy_at_threshold=attack.score(s, is_member),
+        )
+    return results, scores
+
+
+def _offline_attacks(model: torch.nn.Module, target_logits: torch.Tensor, logits: Callable[[torch.nn.Module, np.ndarray], torch.Tensor],
+                     data: LabelledSamples, audit: np.ndarray, is_member: np.ndarray, population: np.ndarray,
+                     reference_models: list[tuple[torch.nn.Module, np.ndarray]], cfg: MIAConfig,
+                     results: dict[str, dict[str, Any]], scores: dict[str, np.ndarray]) -> None:
+    """LiRA / RMIA offline (every reference model is OUT for every audited example); adds to ``results``/``scores``."""
+    labels_audit = data.labels[audit]
+    both = np.concatenate([audit, population])
+    ref_logits = [logits(m, both) for m, _ in reference_models]
+    labels_both = data.labels[both]
+    n = len(audit)
+    if "lira_offline" in cfg.attacks:
+        out_phi = np.stack([logit_scaled_confidence(z[:n], labels_audit) for z in ref_logits])
+        s = lira_offline_scores(logit_scaled_confidence(target_logits, labels_audit), out_phi,
+                                cfg.lira_global_variance)
+        scores["lira_offline"] = s
+        results["lira_offline"] = roc_metrics(s, is_member)
+    if "rmia_offline" in cfg.attacks:
+        ref_p = np.stack([confidence(z, labels_both) for z in ref_logits])
+        s = rmia_offline_scores(
+            confidence(target_logits, labels_audit), ref_p[:, :n],
+            confidence(logits(model, population), data.labels[population]),
+            ref_p[:, n:], cfg.rmia_a, cfg.rmia_gamma,
+        )
+        scores["rmia_offline"] = s
+        results["rmia_offline"] = roc_metrics(s, is_member)

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fl_privacy.data import ImageData
+from fl_privacy.attacks.mia.samples import LabelledSamples
 
 
 def train_model(
     model: torch.nn.Module,
-    data: ImageData,
+    data: LabelledSamples,
     indices: Sequence[int] | np.ndarray,
     epochs: int,
     batch_size: int,
@@ -76,7 +76,7 @@ def reference_halves(n_pool: int, n_models: int, seed: int) -> np.ndarray:
 
 def train_reference_models(
     model_factory: Callable[[], torch.nn.Module],
-    data: ImageData,
+    data: LabelledSamples,
     pool_indices: Sequence[int] | np.ndarray,
     n_models: int,
     epochs: int,

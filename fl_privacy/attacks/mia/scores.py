@@ -36,14 +36,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from fl_privacy.data import ImageData
+from fl_privacy.attacks.mia.samples import LabelledSamples
 
 ArrayLike = torch.Tensor | np.ndarray
 
 
 def model_outputs(
     model: torch.nn.Module,
-    data: ImageData,
+    data: LabelledSamples,
     indices: Sequence[int] | np.ndarray,
     device: str | torch.device = "cpu",
     batch_size: int = 256,

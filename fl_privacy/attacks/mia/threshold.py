@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_curve
 
+from fl_privacy.attacks.mia.samples import LabelledSamples
 from fl_privacy.attacks.mia.scores import SCORES, compute_score, model_outputs
-from fl_privacy.data import ImageData
 
 THRESHOLD_SCORES: tuple[str, ...] = ("confidence", "loss", "entropy", "modified_entropy")
 
@@ -77,7 +77,7 @@ class ThresholdAttack:
         return compute_score(self.score_name, logits, labels)
 
     def signal_of(
-        self, model: torch.nn.Module, data: ImageData, indices: Sequence[int] | np.ndarray,
+        self, model: torch.nn.Module, data: LabelledSamples, indices: Sequence[int] | np.ndarray,
         device: str | torch.device = "cpu", batch_size: int = 256,
     ) -> np.ndarray:
         """Per-example score of ``model`` on ``data[indices]``."""
@@ -129,7 +129,7 @@ class ThresholdAttack:
     def fit_shadow(
         self,
         shadow_model: torch.nn.Module,
-        data: ImageData,
+        data: LabelledSamples,
         in_indices: Sequence[int] | np.ndarray,
         out_indices: Sequence[int] | np.ndarray,
         *,
