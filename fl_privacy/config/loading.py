@@ -146,15 +146,15 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 
 def _check_registries(config: ExperimentConfig) -> None:
-    """Names that live in registries (defenses, attacks), checked before any work starts."""
-    from fl_privacy.attacks import ATTACK_NAMES
+    """Names that live in registries (attacks, defenses), checked before any work starts."""
+    from fl_privacy.attacks import get_attack, is_attack
     from fl_privacy.defenses import build_pipeline
 
-    if config.attack.name not in ATTACK_NAMES:
-        raise ConfigError(
-            f"attack.name: unknown attack '{config.attack.name}'{_close(config.attack.name, ATTACK_NAMES)} "
-            f"(available: {', '.join(ATTACK_NAMES)})"
-        )
+    if not is_attack(config.attack.name):
+        try:
+            get_attack(config.attack.name)
+        except ValueError as err:
+            raise ConfigError(f"attack.name: {err}") from None
     try:
         build_pipeline(config.defenses)
     except (ValueError, TypeError) as err:
@@ -162,8 +162,3 @@ def _check_registries(config: ExperimentConfig) -> None:
     from fl_privacy.dp.guarantee import check_privacy
 
     check_privacy(config)  # bad DP settings fail here, before round 1
-
-
-def _close(name: str, choices: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""

@@ -7,6 +7,7 @@ keys (flattened with dots, e.g. ``data.dataset``). Names that live in registries
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any, Literal
 
@@ -17,15 +18,24 @@ from fl_privacy.config.attack_schema import MIA_ATTACKS, AttackConfig
 from fl_privacy.config.fields import Section as _Section
 from fl_privacy.config.fields import int_list as _int_list
 from fl_privacy.config.fields import none_if_empty as _none_if_empty
+from fl_privacy.data.registry import dataset_names, get_dataset
+from fl_privacy.models import model_names
 
-DatasetName = Literal["cifar10", "cifar100", "mnist", "fashion_mnist", "imagefolder", "npz",
-                      "skimage_photos_32", "skimage_photos_64", "skimage_photos_128", "skimage_photos_256", "lfw_faces"]
+
+def _registered(kind: str, name: str, names: tuple[str, ...]) -> str:
+    """``name`` if registered, else a message with a suggestion and the choices (read at validation time,
+    so that names registered after import are valid too)."""
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(f"unknown {kind} '{name}'{hint} (available: {', '.join(names)})")
+    return name
 
 
 class DataConfig(_Section):
     """Which data, where it lives, and how it is split over clients."""
 
-    dataset: DatasetName = "cifar10"
+    dataset: str = Field(default="cifar10", description="A registered dataset (fl_privacy.data.registry).")
     data_dir: str | None = Field(
         default=None,
         description="Folder with local copies (cifar10-jpeg.tar.gz, mnist-subset.npz) or torchvision "
@@ -42,21 +52,22 @@ class DataConfig(_Section):
 
     _empty = field_validator("data_dir", "path", mode="before")(_none_if_empty)
 
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        return _registered("dataset", value, dataset_names())
+
     @model_validator(mode="after")
     def _path_needed(self) -> DataConfig:
-        if self.dataset in ("imagefolder", "npz") and not self.path:
+        if get_dataset(self.dataset).needs_path and not self.path:
             raise ValueError(f"data.path is required for dataset '{self.dataset}' (the archive/folder/.npz to read)")
         return self
-
-
-ModelName = Literal["lenet", "convnet", "resnet18", "resnet34", "small_cnn", "googlenet", "densenet43", "densenet53",
-                    "mlp"]
 
 
 class ModelConfig(_Section):
     """Architecture and its switches; unset (None) switches take the model's default."""
 
-    name: ModelName = "small_cnn"
+    name: str = Field(default="small_cnn", description="A registered model (fl_privacy.models).")
     width: int | None = Field(default=None, ge=1)
     bias: bool | None = None
     activation: str | None = None
@@ -76,6 +87,11 @@ class ModelConfig(_Section):
         "growth_rate", "connections",
         mode="before",
     )(_none_if_empty)
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        return _registered("model", value, model_names())
 
     @field_validator("cut_skips", mode="before")
     @classmethod

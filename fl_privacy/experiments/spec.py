@@ -276,11 +276,11 @@ class Experiment:
 
     def generators_needed(self, units: list[Unit] | None = None) -> set[str]:
         """Names of the generators that GIA-L runs among ``units`` (default: all) search; others are not trained."""
-        from fl_privacy.attacks import GIA_L_NAMES
+        from fl_privacy.attacks import needs_generator
 
         paths = {str(self.generator_path(name)): name for name in self.generators}
         return {paths[c.attack.generator] for u in (self.units if units is None else units)
-                for c in [u.point.configs[u.seed]] if c.attack.name in GIA_L_NAMES and c.attack.generator in paths}
+                for c in [u.point.configs[u.seed]] if needs_generator(c.attack.name) and c.attack.generator in paths}
 
     @property
     def axis_keys(self) -> list[str]:
@@ -869,7 +869,7 @@ def _figure(raw: dict[str, Any], index: int, mode: str, keys: list[str]) -> Figu
 
 def preflight(experiment: Experiment) -> None:
     """Data, models, victims and attack knowledge of every point x seed, before the first run."""
-    from fl_privacy.attacks import GIA_L_NAMES
+    from fl_privacy.attacks import needs_generator
     from fl_privacy.audit.run_attacks import gia_config
     from fl_privacy.federation.run_setup import build_model_for, images_per_update, load_split, prepare
 
@@ -887,7 +887,7 @@ def preflight(experiment: Experiment) -> None:
                 # the preset exists and the threat level grants what it needs (generators trained later may be absent)
                 gia = gia_config(config, pending_generators={str(experiment.generator_path(g))
                                                              for g in experiment.generators})
-                if config.attack.name in GIA_L_NAMES:
+                if needs_generator(config.attack.name):
                     _check_generator_data(experiment, config)
                 if point.victims and point.victims[0].client is not None:
                     setup = prepare(config)

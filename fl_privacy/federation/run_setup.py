@@ -73,10 +73,10 @@ def prepare(config: ExperimentConfig) -> RunSetup:
 
 def check_generator_fits(config: ExperimentConfig, image_shape: tuple[int, ...]) -> None:
     """GIA-L: the generator checkpoint is valid and makes images of the victim's shape (checked before round 1)."""
-    from fl_privacy.attacks import GIA_L_NAMES
+    from fl_privacy.attacks import needs_generator
 
     path = config.attack.generator
-    if config.attack.name in GIA_L_NAMES and path and Path(path).expanduser().is_file():
+    if needs_generator(config.attack.name) and path and Path(path).expanduser().is_file():
         from fl_privacy.audit.run_attacks import generator_info
 
         generator_info(path, tuple(image_shape))
@@ -103,7 +103,9 @@ def _check_aggregate_size(config: ExperimentConfig, partitions: tuple[np.ndarray
         raise ConfigError(f"under secure aggregation the attack faces all {count} clients' images at once ({total}), "
                           f"more than attack.max_images={config.attack.max_images}: lower federation.num_clients, "
                           f"training.batch_size or data.samples_per_client, or raise attack.max_images")
-    if config.attack.name == "cocktail_party":
+    from fl_privacy.attacks import family_of
+
+    if family_of(config.attack.name) == "aggregate":
         from fl_privacy.models import model_options
 
         units = config.model.width or model_options(config.model.name).get("width", 0)
