@@ -24,7 +24,7 @@ those with the k lowest scores (ties: lower index first). The reference's
 scores -- the same up to one feature.
 
 Scores are computed on the *global* model (``context.model``) with the client's own
-samples, one sample at a time (see :func:`fl_privacy.defenses.graddefense.per_sample_model`:
+samples, one sample at a time (see :func:`fl_privacy.defenses.graddefense_sensitivity.per_sample_model`:
 in training mode BatchNorm uses the sample's own statistics and no running statistics are
 touched; dropout off). ``d r / d x_i`` is the full ``F x D`` Jacobian row block, obtained as
 F vector-Jacobian products with the one-hot basis, batched by ``jacrev`` (chunked) and
@@ -46,7 +46,7 @@ from torch import nn
 from torch.func import jacrev, jvp, vmap
 
 from fl_privacy.defenses.base import Defense, DefenseContext, Update, register_defense
-from fl_privacy.defenses.graddefense import per_sample_model
+from fl_privacy.defenses.graddefense_sensitivity import per_sample_model
 
 EPS = 0.1
 """Added to |r_f| in the score's denominator (Soteria reference code)."""
