@@ -51,10 +51,10 @@ training loss; the global model passed in is never modified.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from fl_privacy.defenses.base import Defense, DefenseContext, Update, register_defense
@@ -66,25 +66,9 @@ from fl_privacy.defenses.graddefense_slicing import (
     reservoir_sample,
     sensitivity_slices,
 )
+from fl_privacy.defenses.params import Count, DefenseParams, Number
 
 # --------------------------------------------------------------------------- the defense
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_float(name: str, value: object, minimum: float, strict: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {minimum}, got {value!r}")
-    return value
 
 
 @register_defense
@@ -123,6 +107,17 @@ class GradDefense(Defense):
     reads_private_data = True  # it reads the client's batch (scores / sensitivities)
     needs_server = True
 
+    class Params(DefenseParams):
+        num_slices: Count = Field(default=10, ge=1)
+        perturb_slices: Count = Field(default=5, ge=0)
+        noise_scale: Number = Field(default=5e-4, ge=0)
+        root_set_size: Count = Field(default=10, ge=1)
+        q: Number = Field(default=6.0, ge=1)
+        clip_norm: Number | None = Field(default=None, gt=0)
+        balance: Literal["sensitivity", "size"] = "sensitivity"
+        sensitivity_every: Count = Field(default=1, ge=0)
+        compensate: bool = True
+
     def __init__(
         self,
         *,
@@ -136,34 +131,23 @@ class GradDefense(Defense):
         sensitivity_every: int = 1,
         compensate: bool = True,
     ) -> None:
-        num_slices = _check_int("num_slices", num_slices, 1)
-        perturb_slices = _check_int("perturb_slices", perturb_slices, 0)
-        if perturb_slices > num_slices:
-            raise ValueError(f"perturb_slices={perturb_slices} exceeds num_slices={num_slices}")
-        noise_scale = _check_float("noise_scale", noise_scale, 0.0, strict=False)
-        root_set_size = _check_int("root_set_size", root_set_size, 1)
-        q = _check_float("q", q, 1.0, strict=False)
-        if clip_norm is not None:
-            clip_norm = _check_float("clip_norm", clip_norm, 0.0, strict=True)
-        if balance not in ("sensitivity", "size"):
-            raise ValueError(f"balance must be 'sensitivity' or 'size', got {balance!r}")
-        sensitivity_every = _check_int("sensitivity_every", sensitivity_every, 0)
-        if not isinstance(compensate, bool):
-            raise TypeError(f"compensate must be true or false, got {compensate!r}")
-        super().__init__(
+        p = self.validate(
             num_slices=num_slices, perturb_slices=perturb_slices, noise_scale=noise_scale,
             root_set_size=root_set_size, q=q, clip_norm=clip_norm, balance=balance,
             sensitivity_every=sensitivity_every, compensate=compensate,
         )
-        self.num_slices = num_slices
-        self.perturb_slices = perturb_slices
-        self.noise_scale = noise_scale
-        self.root_set_size = root_set_size
-        self.q = q
-        self.clip_norm = clip_norm
-        self.balance = balance
-        self.sensitivity_every = sensitivity_every
-        self.compensate = compensate
+        if p.perturb_slices > p.num_slices:
+            raise ValueError(f"graddefense: perturb_slices={p.perturb_slices} exceeds num_slices={p.num_slices}")
+        super().__init__(**p.model_dump())
+        self.num_slices = p.num_slices
+        self.perturb_slices = p.perturb_slices
+        self.noise_scale = p.noise_scale
+        self.root_set_size = p.root_set_size
+        self.q = p.q
+        self.clip_norm = p.clip_norm
+        self.balance = p.balance
+        self.sensitivity_every = p.sensitivity_every
+        self.compensate = p.compensate
 
     # ---- client side
 
