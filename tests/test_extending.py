@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import types
 from dataclasses import dataclass, fields, replace
 
 import pytest
@@ -17,7 +20,7 @@ from fl_privacy.defenses.params import DefenseParams, Number
 from fl_privacy.federation.recording import RecordedUpdate
 from fl_privacy.launch.inprocess import InProcessGrid
 from strategies.server_app import run_federation
-from tests.conftest import needs_mnist
+from tests.conftest import REPO, needs_mnist
 
 
 @dataclass(frozen=True)
@@ -112,3 +115,33 @@ def test_toy_attack_and_defense_run_in_a_federation(tmp_path, tiny_overrides, to
     assert defended.metadata["defenses"] == [{"name": "toy_shift", "offset": 1.0}]
     for name, value in defended.update.items():
         torch.testing.assert_close(value, undefended.update[name] + 1.0)
+
+
+def test_readme_extending_examples_run():
+    """The three examples of the README's "Extending" section register what they say, and a config uses them."""
+    from fl_privacy.attacks.gia import PRESETS
+    from fl_privacy.audit.run_attacks import gia_config
+    from fl_privacy.models import build_model, unregister_model
+
+    text = (REPO / "README.md").read_text(encoding="utf-8").split("## Extending", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 3
+    try:
+        for index, block in enumerate(blocks):  # each as a module of its own, as a user's file would be
+            module = types.ModuleType(f"readme_example_{index}")
+            sys.modules[module.__name__] = module
+            exec(compile(block, "README.md", "exec"), module.__dict__)  # noqa: S102
+        config = build_config({}, {"attack.name": "inverting_gradients_tv", "model.name": "two_conv",
+                                   "defenses": [{"name": "mean_magnitude", "scale": 0.5}]})
+        assert gia_config(config).tv == 1e-2
+        assert build_model("two_conv", num_classes=10, in_channels=3, image_size=32, width=4)(
+            torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+        shared = build_pipeline(config.defenses)({"w": torch.tensor([1.0, -3.0])}, DefenseContext(kind="gradient"))
+        torch.testing.assert_close(shared["w"], torch.tensor([1.0, -1.0]))
+    finally:
+        unregister_attack("inverting_gradients_tv")
+        PRESETS.pop("inverting_gradients_tv", None)
+        DEFENSES.pop("mean_magnitude", None)
+        unregister_model("two_conv")
+        for index in range(len(blocks)):
+            sys.modules.pop(f"readme_example_{index}", None)

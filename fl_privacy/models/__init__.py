@@ -23,7 +23,8 @@ from torch import nn
 from . import convnet, densenet, googlenet, lenet, mlp, resnet, small_cnn
 from ._common import check_int
 
-__all__ = ["MODEL_NAMES", "ModelSpec", "build_model", "count_parameters", "model_names", "model_options", "register_model"]
+__all__ = ["MODEL_NAMES", "ModelSpec", "build_model", "count_parameters", "model_names", "model_options", "register_model",
+           "unregister_model"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,11 @@ def register_model(name: str, factory: Callable[..., nn.Module], defaults: Mappi
         raise ValueError(f"model '{name}' is already registered: choose another name")
     _REGISTRY[name] = ModelSpec(factory, defaults)
     return _REGISTRY[name]
+
+
+def unregister_model(name: str) -> None:
+    """Remove a registered model (tests that register toy models clean up with this)."""
+    _REGISTRY.pop(name, None)
 
 
 def model_names() -> tuple[str, ...]:
