@@ -50,7 +50,9 @@ class AttackSpec:
     family: Family
     options: Callable[..., Any]
     """``options(**overrides)``: the attack's validated options (its preset with the overrides applied);
-    unknown fields raise ``ValueError`` naming the allowed ones."""
+    unknown fields raise ``ValueError`` naming the allowed ones. The evaluator passes ``seed``,
+    ``model_mode`` and the ``attack.gia.*`` overrides, and its shared pre-run checks read the options'
+    ``labels`` and ``label_method`` ("none" for an attack that recovers no labels)."""
     reconstruct: Reconstruct
     summary: str = ""
     updates: frozenset[UpdateKind] = frozenset({"fedsgd", "fedavg"})

@@ -90,7 +90,8 @@ class GIAOptions(_Section):
 class AttackConfig(_Section):
     """What the curious server attacks (which rounds, which clients), with what, knowing what."""
 
-    name: str = "none"
+    name: str = Field(default="none", description="A registered attack (fl_privacy.attacks.registry), or none: "
+                      "record updates without attacking them.")
     rounds: list[int] = Field(default_factory=lambda: [1])
     victims: int = Field(default=1, ge=0, description="Victims per attacked round (lowest partition ids first).")
     victim_ids: list[int] | None = Field(default=None, description="Attack these partition ids instead.")

@@ -135,7 +135,10 @@ class TrainingConfig(_Section):
 
 
 class DefenseSpec(_Section):
-    """One stage of the client's defense pipeline: a registered name and its parameters."""
+    """One stage of the client's defense pipeline: a registered name and its parameters.
+
+    The parameters are open here because they depend on the name; the defense's own typed
+    ``Params`` model (``fl_privacy.defenses``) checks them when the config is built."""
 
     model_config = ConfigDict(extra="allow")
     name: str
