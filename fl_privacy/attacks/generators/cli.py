@@ -76,7 +76,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ConfigError(f"--out '{args.out}' is a folder: give the checkpoint file path, e.g. {args.out}/gen.pt")
 
 
-def _train(train_generator, args: argparse.Namespace):  # noqa: ANN001, ANN202
+def _train(train_generator, args: argparse.Namespace):
     return train_generator(
         dataset=args.dataset, classes=args.classes, split=args.split, epochs=args.epochs,
         batch_size=args.batch_size, nz=args.nz, ngf=args.ngf, ndf=args.ndf, lr=args.lr,
