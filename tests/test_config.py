@@ -148,3 +148,12 @@ def test_attack_families_come_from_the_registry():
         from fl_privacy.attacks import register_attack
 
         register_attack(get_attack("dlg"))
+
+
+def test_every_attack_option_reaches_a_registered_attack():
+    """``attack.gia.*`` keys are options of at least one registered attack (none is silently dead)."""
+    from fl_privacy.attacks import attack_names, get_attack
+    from fl_privacy.config import GIAOptions
+
+    accepted = set().union(*(get_attack(name).options_fields for name in attack_names()))
+    assert set(GIAOptions.model_fields) <= accepted
