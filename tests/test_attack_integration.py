@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from clients.client_app import app as client_app
-from fl_privacy.attacks import ATTACK_NAMES
+from fl_privacy.attacks import attack_names
 from fl_privacy.attacks.gia import PRESETS
 from fl_privacy.audit.observe import VictimTruth, observe
 from fl_privacy.audit.oneshot import attack_once
@@ -35,7 +35,7 @@ def test_attack_names_are_the_presets():
     from fl_privacy.attacks.gia.fedavg import FEDAVG_PRESETS
     from fl_privacy.attacks.gia.latent import LATENT_PRESETS
 
-    assert set(ATTACK_NAMES) == {"none", *PRESETS, *LATENT_PRESETS, *FEDAVG_PRESETS, "cocktail_party"}
+    assert set(attack_names()) == {*PRESETS, *LATENT_PRESETS, *FEDAVG_PRESETS, "cocktail_party"}
 
 
 def test_latent_attack_needs_a_generator(tmp_path):

@@ -125,3 +125,35 @@ def test_gia_parameter_prefixes_from_run_config_strings():
     config = from_run_config({"attack.gia.parameters": "features.inception_3a, features.inception_3b"})
     assert config.attack.gia.parameters == ["features.inception_3a", "features.inception_3b"]
     assert from_run_config({"attack.gia.parameters": ""}).attack.gia.parameters is None
+
+
+def test_registered_names_are_checked_with_a_suggestion():
+    """Model, dataset and attack names come from their registries (a name registered later is valid too)."""
+    with pytest.raises(ConfigError, match=r"unknown model 'lenett'; did you mean 'lenet'"):
+        build_config({}, {"model.name": "lenett"})
+    with pytest.raises(ConfigError, match=r"unknown dataset 'fashion-mnist'; did you mean 'fashion_mnist'"):
+        build_config({}, {"data.dataset": "fashion-mnist"})
+    with pytest.raises(ConfigError, match=r"attack.name: unknown attack 'idgl'; did you mean 'idlg'"):
+        build_config({}, {"attack.name": "idgl"})
+
+
+def test_attack_families_come_from_the_registry():
+    from fl_privacy.attacks import attack_names, family_of, get_attack, needs_generator
+
+    assert set(attack_names("GIA-L")) == {"ggl", "gias"} and all(needs_generator(n) for n in ("ggl", "gias"))
+    assert family_of("cocktail_party") == "aggregate" and family_of("none") is None
+    assert get_attack("dimitrov_fedavg").updates == {"fedavg"}
+    assert get_attack("inverting_gradients").reconstruct_batch is not None
+    with pytest.raises(ValueError, match="already registered"):
+        from fl_privacy.attacks import register_attack
+
+        register_attack(get_attack("dlg"))
+
+
+def test_every_attack_option_reaches_a_registered_attack():
+    """``attack.gia.*`` keys are options of at least one registered attack (none is silently dead)."""
+    from fl_privacy.attacks import attack_names, get_attack
+    from fl_privacy.config import GIAOptions
+
+    accepted = set().union(*(get_attack(name).options_fields for name in attack_names()))
+    assert set(GIAOptions.model_fields) <= accepted

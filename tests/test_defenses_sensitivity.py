@@ -13,6 +13,8 @@ from scipy.stats import chisquare
 
 from fl_privacy.defenses import DEFENSES, DefenseContext, build_pipeline
 from fl_privacy.defenses import graddefense as gd
+from fl_privacy.defenses import graddefense_sensitivity as gds
+from fl_privacy.defenses import graddefense_slicing as gdsl
 from fl_privacy.defenses import soteria as st
 from fl_privacy.models import build_model
 
@@ -164,7 +166,7 @@ def test_layer_sensitivity_matches_brute_force(train: bool) -> None:
     x, y = batch(model, 3)
     before = state_of(model)
     names = ["features.conv1.weight", "features.bn6.bias", "classifier.linear.weight"]
-    sens = gd.layer_sensitivity(model, x, y, names)
+    sens = gds.layer_sensitivity(model, x, y, names)
     for name, value in zip(names[:2], sens[:2]):
         assert value > 0
         assert float(value) == pytest.approx(brute_force_sensitivity(model, x, y, name), rel=1e-4)
@@ -176,7 +178,7 @@ def test_layer_sensitivity_matches_brute_force(train: bool) -> None:
 def test_layer_sensitivity_without_batchnorm() -> None:
     model = tiny_cnn()
     x, y = batch(model, 3)
-    sens = gd.layer_sensitivity(model, x, y, ["features.conv0.weight", "classifier.hidden.bias"])
+    sens = gds.layer_sensitivity(model, x, y, ["features.conv0.weight", "classifier.hidden.bias"])
     assert float(sens[0]) == pytest.approx(brute_force_sensitivity(model, x, y, "features.conv0.weight"), rel=1e-4)
     assert float(sens[1]) == pytest.approx(brute_force_sensitivity(model, x, y, "classifier.hidden.bias"), rel=1e-4)
 
@@ -198,7 +200,7 @@ def element_risk(sizes, sens) -> torch.Tensor:
 def test_slices_partition_contiguous_balanced(sizes, num_slices: int) -> None:
     gen = torch.Generator().manual_seed(len(sizes) * 31 + num_slices)
     sens = torch.rand(len(sizes), generator=gen, dtype=torch.float64) + 0.05
-    bounds = gd.sensitivity_slices(sizes, sens, num_slices)
+    bounds = gdsl.sensitivity_slices(sizes, sens, num_slices)
     total_n = sum(sizes)
     # partition into contiguous non-empty slices: 0 = b_0 < b_1 < ... < b_S = N
     assert bounds.numel() == num_slices + 1 and bounds[0] == 0 and bounds[-1] == total_n
@@ -220,14 +222,14 @@ def test_slices_partition_contiguous_balanced(sizes, num_slices: int) -> None:
 def test_slices_degenerate_risks() -> None:
     sizes = [50, 3, 40, 7]
     # one tiny tensor carrying almost all the risk: slices stay non-empty and a partition
-    bounds = gd.sensitivity_slices(sizes, [1e-6, 100.0, 1e-6, 0.0], 5)
+    bounds = gdsl.sensitivity_slices(sizes, [1e-6, 100.0, 1e-6, 0.0], 5)
     assert bounds[0] == 0 and bounds[-1] == 100 and torch.all(bounds[1:] > bounds[:-1])
     # zero / non-finite total risk -> equal-size slices
     for sens in ([0.0, 0.0, 0.0, 0.0], [float("nan"), 1.0, 1.0, 1.0]):
-        bounds = gd.sensitivity_slices(sizes, sens, 4)
+        bounds = gdsl.sensitivity_slices(sizes, sens, 4)
         assert set((bounds[1:] - bounds[:-1]).tolist()) == {25}
     with pytest.raises(ValueError):
-        gd.sensitivity_slices([2, 1], [1.0, 1.0], 4)
+        gdsl.sensitivity_slices([2, 1], [1.0, 1.0], 4)
 
 
 # ----------------------------------------------------------------------------- GradDefense: perturbation
@@ -237,21 +239,21 @@ def test_reservoir_sampling_uniform_and_reproducible() -> None:
     population, k, trials = 5, 2, 3000
     subsets = {c: 0 for c in combinations(range(population), k)}
     for seed in range(trials):
-        chosen = gd.reservoir_sample(population, k, torch.Generator().manual_seed(seed))
+        chosen = gdsl.reservoir_sample(population, k, torch.Generator().manual_seed(seed))
         assert chosen == sorted(set(chosen)) and len(chosen) == k and all(0 <= c < population for c in chosen)
         subsets[tuple(chosen)] += 1
     assert chisquare(list(subsets.values())).pvalue > 1e-3
-    again = [gd.reservoir_sample(10, 5, torch.Generator().manual_seed(s)) for s in range(20)]
-    assert again == [gd.reservoir_sample(10, 5, torch.Generator().manual_seed(s)) for s in range(20)]
+    again = [gdsl.reservoir_sample(10, 5, torch.Generator().manual_seed(s)) for s in range(20)]
+    assert again == [gdsl.reservoir_sample(10, 5, torch.Generator().manual_seed(s)) for s in range(20)]
     assert len({tuple(a) for a in again}) > 10
-    assert gd.reservoir_sample(4, 0, torch.Generator()) == []
-    assert gd.reservoir_sample(4, 4, torch.Generator()) == [0, 1, 2, 3]
+    assert gdsl.reservoir_sample(4, 0, torch.Generator()) == []
+    assert gdsl.reservoir_sample(4, 4, torch.Generator()) == [0, 1, 2, 3]
 
 
 def test_slice_noise_hits_each_element_of_chosen_slices_exactly_once() -> None:
     flat = torch.arange(30, dtype=torch.float32)
     bounds = torch.tensor([0, 4, 9, 10, 22, 30])
-    out = gd.add_slice_noise(flat, bounds, [3, 1], 0.5, torch.Generator().manual_seed(7))
+    out = gdsl.add_slice_noise(flat, bounds, [3, 1], 0.5, torch.Generator().manual_seed(7))
     draws = 0.5 * torch.randn(17, generator=torch.Generator().manual_seed(7))
     # chosen slices in increasing order: slice 1 = [4, 9), slice 3 = [10, 22): one draw each, nothing else
     torch.testing.assert_close(out[4:9] - flat[4:9], draws[:5])
@@ -272,7 +274,7 @@ def test_graddefense_perturbs_exactly_the_chosen_slices(balance: str) -> None:
     # replay the generator: root set (sensitivity), then reservoir sampling
     replay = context(model, x, y, seed=5)
     bounds = defense.slice_bounds(zero, replay, list(zero))
-    chosen = gd.reservoir_sample(10, 5, replay.generator)
+    chosen = gdsl.reservoir_sample(10, 5, replay.generator)
     flat = torch.cat([out[k].reshape(-1) for k in zero])
     expected = torch.zeros_like(flat, dtype=torch.bool)
     for c in chosen:
@@ -330,7 +332,7 @@ def test_per_sample_clipping(make) -> None:
     clip = sorted(raw)[2]  # some samples clipped, some not
     expected, norms = brute_force_clipped(model, x, y, clip)
     assert max(norms) <= clip * (1 + 1e-5) and sum(n < clip * 0.999 for n in norms) >= 1
-    got = gd.clipped_mean_gradient(model, x, y, clip)
+    got = gds.clipped_mean_gradient(model, x, y, clip)
     for k in expected:  # float32 per-sample BatchNorm statistics over 4x4 maps: ~1e-6 rounding
         torch.testing.assert_close(got[k], expected[k], rtol=1e-3, atol=1e-5)
     # integrated: no noise -> the update is the clipped mean
@@ -345,7 +347,7 @@ def test_per_sample_clipping(make) -> None:
 def test_clipping_huge_bound_is_the_batch_gradient_without_batchnorm() -> None:
     model = tiny_cnn()
     x, y = batch(model, 6)
-    got = gd.clipped_mean_gradient(model, x, y, 1e9)
+    got = gds.clipped_mean_gradient(model, x, y, 1e9)
     for k, v in gradient(model, x, y).items():
         torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-6)
 
@@ -360,7 +362,7 @@ def low_rank(v: int, w: int, rank: int, seed: int) -> torch.Tensor:
 
 def test_matrix_shape_never_degenerate() -> None:
     for n in [2, 7, 24, 25, 97, 600, 7919, 60000, 104729, 999983, 2_000_003]:
-        v, w = gd.matrix_shape(n, 6.0)
+        v, w = gdsl.matrix_shape(n, 6.0)
         assert v * w <= n and n - v * w < w
         assert v >= 6.0 * w or n < 6  # v / w >= Q whenever n allows it
         if n >= 1000:
@@ -370,13 +372,13 @@ def test_matrix_shape_never_degenerate() -> None:
 @pytest.mark.parametrize("n_extra", [0, 35], ids=["exact_600x100", "prime_7919"])
 def test_compensation_denoises_low_rank_signal(n_extra: int) -> None:
     v, w = (600, 100) if n_extra == 0 else (219, 36)
-    assert gd.matrix_shape(v * w + n_extra, 6.0) == (v, w)
+    assert gdsl.matrix_shape(v * w + n_extra, 6.0) == (v, w)
     noise_std = 0.5
     clean = torch.cat([low_rank(v, w, 3, seed=0).reshape(-1), torch.randn(n_extra, dtype=torch.float64)])
     noise = noise_std * torch.randn(clean.numel(), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     noise[v * w :] = 0
     noisy = clean + noise
-    out = gd.compensate(noisy, noise_std**2, 6.0)
+    out = gdsl.compensate(noisy, noise_std**2, 6.0)
     assert out.shape == noisy.shape and out.dtype == noisy.dtype
     assert torch.equal(out[v * w :], noisy[v * w :])  # the remainder is left untouched
     assert float((out - clean).norm()) < 0.5 * float((noisy - clean).norm())
@@ -386,27 +388,27 @@ def test_compensation_without_noise_is_identity() -> None:
     gen = torch.Generator().manual_seed(2)
     for n in (7919, 6000):
         vec = torch.randn(n, generator=gen)
-        torch.testing.assert_close(gd.compensate(vec, 1e-14, 6.0), vec, rtol=1e-5, atol=1e-5)
-        assert torch.equal(gd.compensate(vec, 0.0, 6.0), vec)
+        torch.testing.assert_close(gdsl.compensate(vec, 1e-14, 6.0), vec, rtol=1e-5, atol=1e-5)
+        assert torch.equal(gdsl.compensate(vec, 0.0, 6.0), vec)
     low = low_rank(300, 50, 2, seed=3).reshape(-1)
-    torch.testing.assert_close(gd.compensate(low, 1e-14, 6.0), low)
+    torch.testing.assert_close(gdsl.compensate(low, 1e-14, 6.0), low)
     tiny = torch.randn(11, generator=gen)
-    assert torch.equal(gd.compensate(tiny, 1.0, 6.0), tiny)  # fewer than two columns: unchanged
+    assert torch.equal(gdsl.compensate(tiny, 1.0, 6.0), tiny)  # fewer than two columns: unchanged
 
 
 def test_aggregate_noise_variance_matches_simulation() -> None:
     sigma, slices, perturbed, clients, n = 0.3, 10, 4, 25, 20000
-    bounds = gd.sensitivity_slices([n], [1.0], slices)
+    bounds = gdsl.sensitivity_slices([n], [1.0], slices)
     mean = torch.zeros(n)
     for c in range(clients):
         gen = torch.Generator().manual_seed(100 + c)
-        chosen = gd.reservoir_sample(slices, perturbed, gen)
-        mean += gd.add_slice_noise(torch.zeros(n), bounds, chosen, sigma, gen) / clients
-    predicted = gd.aggregate_noise_variance(sigma, perturbed, slices, clients)
+        chosen = gdsl.reservoir_sample(slices, perturbed, gen)
+        mean += gdsl.add_slice_noise(torch.zeros(n), bounds, chosen, sigma, gen) / clients
+    predicted = gdsl.aggregate_noise_variance(sigma, perturbed, slices, clients)
     assert predicted == pytest.approx((perturbed / slices) * sigma**2 / clients)
     assert float(mean.var()) == pytest.approx(predicted, rel=0.1)
     # weighted mean: (P/S) sigma^2 sum w_i^2 (normalised weights)
-    assert gd.aggregate_noise_variance(sigma, perturbed, slices, weights=[1, 1, 2]) == pytest.approx(
+    assert gdsl.aggregate_noise_variance(sigma, perturbed, slices, weights=[1, 1, 2]) == pytest.approx(
         0.4 * sigma**2 * (1 + 1 + 4) / 16
     )
 

@@ -1,16 +1,29 @@
 """Attacks of the honest-but-curious server on the updates it records.
 
-``attack.name`` selects a gradient-inversion preset (``fl_privacy.attacks.gia.presets``);
-``cocktail_party`` unmixes the first fully connected layer's gradient (Kariyappa et al. 2023);
-``none`` records victims' updates without attacking them.
+Every attack is registered by name (``fl_privacy.attacks.registry``) behind one contract
+(``fl_privacy.attacks.contract.AttackSpec``): gradient inversion presets
+(``fl_privacy.attacks.gia``), latent-space and FedAvg attacks, and the Cocktail Party
+Attack (``fl_privacy.attacks.cocktail_party``). ``attack.name: none`` records victims'
+updates without attacking them.
 """
 
-GIA_O_NAMES: tuple[str, ...] = ("dlg", "idlg", "inverting_gradients", "see_through_gradients")
-GIA_L_NAMES: tuple[str, ...] = ("ggl", "gias")
-"""Latent-space attacks: they need ``attack.generator`` (a checkpoint from ``fl-privacy train-generator``)."""
-FEDAVG_NAMES: tuple[str, ...] = ("dimitrov_fedavg",)
-"""GIA-O on FedAvg updates with the batch order unknown (Dimitrov et al. 2022; ``gia.fedavg``)."""
-AGGREGATE_NAMES: tuple[str, ...] = ("cocktail_party",)
-"""Attacks that unmix a (securely) aggregated update rather than fit one: ``fl_privacy.attacks.cocktail_party``."""
-ATTACK_NAMES: tuple[str, ...] = ("none", *GIA_O_NAMES, *GIA_L_NAMES, *FEDAVG_NAMES, *AGGREGATE_NAMES)
-"""Kept import-light for config validation; a test checks it matches the presets."""
+# the built-in attacks register themselves on import, gradient inversion first
+from fl_privacy.attacks import gia  # noqa: F401, I001
+from fl_privacy.attacks import cocktail_party  # noqa: F401
+from fl_privacy.attacks.contract import AttackResult, AttackSpec
+from fl_privacy.attacks.registry import (
+    NO_ATTACK,
+    attack_names,
+    create_attack_options,
+    family_of,
+    get_attack,
+    is_attack,
+    needs_generator,
+    register_attack,
+    unregister_attack,
+)
+
+__all__ = [
+    "NO_ATTACK", "AttackResult", "AttackSpec", "attack_names", "create_attack_options", "family_of", "get_attack", "is_attack",
+    "needs_generator", "register_attack", "unregister_attack",
+]

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
 
+from fl_privacy.attacks.contract import AttackSpec
+from fl_privacy.attacks.registry import register_attack
 from fl_privacy.attacks.threat import Observation
 
 
@@ -148,3 +150,24 @@ def matched_correlation(recon: torch.Tensor, truth: torch.Tensor) -> tuple[np.nd
     perm = np.empty(len(truth), dtype=int)
     perm[rows] = cols
     return corr[rows, cols][np.argsort(rows)], perm
+
+
+def cocktail_party_options(**overrides: object) -> CocktailPartyConfig:
+    """The attack's options; an unknown field is a ``ValueError`` naming the allowed ones."""
+    known = {f.name for f in fields(CocktailPartyConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown CocktailPartyConfig field(s) {unknown}; fields: {sorted(known)}")
+    return CocktailPartyConfig(**overrides)  # type: ignore[arg-type]
+
+
+def _reconstruct(obs: Observation, cfg: CocktailPartyConfig, device: torch.device | str | None,
+                 progress: bool, /) -> CocktailPartyResult:
+    return cocktail_party(obs, cfg)  # FastICA runs on the CPU, without a progress bar
+
+
+register_attack(AttackSpec(
+    name="cocktail_party", family="aggregate", options=cocktail_party_options, reconstruct=_reconstruct,
+    summary="unmixes a first fully connected layer's (aggregated) gradient (Kariyappa et al. 2023)",
+    options_fields=tuple(f.name for f in fields(CocktailPartyConfig)),
+))

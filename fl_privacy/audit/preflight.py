@@ -70,7 +70,9 @@ def check_aggregate_size(config: ExperimentConfig, update_sizes: Sequence[int]) 
     check_image_budget(
         config, total, f"under secure aggregation the attack faces all {count} clients' images at once ({total})",
         "lower federation.num_clients, training.batch_size or data.samples_per_client, or raise attack.max_images")
-    if config.attack.name == "cocktail_party":
+    from fl_privacy.attacks import family_of
+
+    if family_of(config.attack.name) == "aggregate":
         from fl_privacy.models import model_options
 
         units = config.model.width or model_options(config.model.name).get("width", 0)
@@ -103,10 +105,10 @@ def check_generator(config: ExperimentConfig, pending: Collection[str] = ()) -> 
 
 def check_generator_fits(config: ExperimentConfig, image_shape: tuple[int, ...]) -> None:
     """GIA-L: the generator checkpoint is valid and makes images of the victim's shape."""
-    from fl_privacy.attacks import GIA_L_NAMES
+    from fl_privacy.attacks import needs_generator
 
     path = config.attack.generator
-    if config.attack.name in GIA_L_NAMES and path and Path(path).expanduser().is_file():
+    if needs_generator(config.attack.name) and path and Path(path).expanduser().is_file():
         generator_info(path, tuple(image_shape))
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from fl_privacy.attacks.cocktail_party import CocktailPartyConfig, cocktail_party
+from fl_privacy.attacks import AttackSpec, get_attack
+from fl_privacy.attacks.cocktail_party import CocktailPartyConfig
 from fl_privacy.audit import preflight
 from fl_privacy.audit.observe import VictimTruth, observe
 from fl_privacy.audit.scoring import score_and_save
@@ -25,8 +26,8 @@ from fl_privacy.federation.recording import RecordedUpdate
 from fl_privacy.reporting.records import AttackOutcome
 
 
-def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = ()):  # noqa: ANN201
-    """The preset named by ``attack.name`` with ``attack.gia.*`` overrides and the run's seed.
+def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = ()):
+    """The registered attack's options: its preset with ``attack.gia.*`` overrides and the run's seed.
 
     When the threat level grants the labels, a preset that would infer them uses
     them instead. Knowledge a preset needs but the threat level does not grant
@@ -34,28 +35,22 @@ def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = (
     ``pending_generators``: generator files an experiment trains before its first
     run (their absence is not an error yet).
     """
-    from fl_privacy.attacks import FEDAVG_NAMES, GIA_L_NAMES
-    from fl_privacy.attacks.gia import preset
-    from fl_privacy.attacks.gia.fedavg import fedavg_preset
-    from fl_privacy.attacks.gia.latent import latent_preset
-
-    if config.attack.name == "cocktail_party":
+    spec = _spec(config)
+    if spec.family == "aggregate":
         return cocktail_party_config(config)
-    build = latent_preset if config.attack.name in GIA_L_NAMES else preset
-    build = fedavg_preset if config.attack.name in FEDAVG_NAMES else build
     overrides = {"model_mode": config.training.model_mode, **config.attack.gia.overrides()}  # the announced procedure
     threat = config.attack.threat
     try:
-        cfg = build(config.attack.name, seed=config.seed, **overrides)
-        if threat.labels and "labels" not in overrides and cfg.labels == "infer":
-            cfg = build(config.attack.name, seed=config.seed, **{**overrides, "labels": "known"})
+        cfg = spec.options(seed=config.seed, **overrides)
+        if threat.labels and "labels" not in overrides and getattr(cfg, "labels", None) == "infer":
+            cfg = spec.options(seed=config.seed, **{**overrides, "labels": "known"})
     except ValueError as err:
         raise ConfigError(f"attack: {err}") from None
-    if config.attack.name in GIA_L_NAMES:
+    if spec.needs_generator:
         preflight.check_generator(config, pending_generators)
-    if config.attack.name in FEDAVG_NAMES:
+    if "fedsgd" not in spec.updates:
         preflight.check_fedavg_attack(config)
-    if cfg.labels == "known" and not threat.labels:
+    if getattr(cfg, "labels", None) == "known" and not threat.labels:
         raise ConfigError("attack.gia.labels is 'known' but the threat level does not grant labels: "
                           "set attack.threat.labels=true or use labels 'infer'")
     if getattr(cfg, "bn", 0) > 0 and not threat.bn_statistics:
@@ -64,45 +59,40 @@ def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = (
     return cfg
 
 
+def _spec(config: ExperimentConfig) -> AttackSpec:
+    """The registered attack ``attack.name`` (``none`` and unknown names are config errors here)."""
+    try:
+        return get_attack(config.attack.name)
+    except ValueError as err:
+        raise ConfigError(f"attack.name: {err}") from None
+
+
 def cocktail_party_config(config: ExperimentConfig) -> CocktailPartyConfig:
     """The Cocktail Party Attack's settings; it needs a first fully connected layer (model.name mlp)."""
     if config.model.name != "mlp":
         raise ConfigError(f"attack 'cocktail_party' unmixes the gradient of a first fully connected layer; "
                           f"model '{config.model.name}' starts with a convolution: use model.name mlp")
     iterations = config.attack.gia.iterations
-    return CocktailPartyConfig(seed=config.seed, **({"iterations": iterations} if iterations else {}))
+    return _spec(config).options(seed=config.seed, **({"iterations": iterations} if iterations else {}))
 
 
 @lru_cache(maxsize=2)
-def _generator(path: str, device: str):  # noqa: ANN202
+def _generator(path: str, device: str):
     from fl_privacy.attacks.generators import load_generator
 
     return load_generator(Path(path).expanduser(), device)
 
 
-def _reconstruct(obs, cfg, config: ExperimentConfig, device):  # noqa: ANN001, ANN202
-    """GIA-O, GIA-L, Dimitrov's FedAvg attack or the Cocktail Party Attack, as ``attack.name`` says."""
-    from fl_privacy.attacks import FEDAVG_NAMES, GIA_L_NAMES
-
-    if config.attack.name in FEDAVG_NAMES:
-        from fl_privacy.attacks.gia.fedavg import reconstruct_fedavg
-
-        return reconstruct_fedavg(obs, cfg, device=device, progress=config.attack.progress)
-
-    if config.attack.name == "cocktail_party":
-        try:
-            return cocktail_party(obs, cfg)
-        except ValueError as err:
-            raise ConfigError(f"attack cocktail_party: {err}") from None
-
-    if config.attack.name in GIA_L_NAMES:
-        from fl_privacy.attacks.gia.latent import reconstruct_latent
-
-        generator, info = _generator(str(config.attack.generator), str(device))
-        return reconstruct_latent(obs, cfg, generator, info, device=device, progress=config.attack.progress)
-    from fl_privacy.attacks.gia import reconstruct
-
-    return reconstruct(obs, cfg, device=device, progress=config.attack.progress)
+def _reconstruct(obs, cfg, config: ExperimentConfig, device):
+    """Run the registered attack ``attack.name`` on one observation, with what it declares it needs."""
+    spec = _spec(config)
+    needs = {"generator": _generator(str(config.attack.generator), str(device))} if spec.needs_generator else {}
+    try:
+        return spec.reconstruct(obs, cfg, device, config.attack.progress, **needs)
+    except ValueError as err:
+        if spec.family != "aggregate":
+            raise
+        raise ConfigError(f"attack {config.attack.name}: {err}") from None
 
 
 def attack_update(
@@ -150,8 +140,6 @@ def attack_victims(
     optimised together by ``reconstruct_victims`` (each gets the result it would get alone); the
     others (GIA-L, Dimitrov's attack, the Cocktail Party Attack, L-BFGS attacks) run one at a time.
     """
-    from fl_privacy.attacks import GIA_O_NAMES
-
     for rec, truth in zip(recorded, truths):
         preflight.check_image_budget(
             config, len(truth.indices),
@@ -159,16 +147,15 @@ def attack_victims(
             "cap data.samples_per_client or training.local_steps")
     observations = [observe(rec, model, data, config, truth) for rec, truth in zip(recorded, truths)]
     cfg = gia_config(config)
-    batched = config.attack.name in GIA_O_NAMES and getattr(cfg, "optimizer", None) == "adam"
+    spec = _spec(config)
+    batched = spec.reconstruct_batch is not None and getattr(cfg, "optimizer", None) == "adam"
     groups = _batch_groups(observations) if batched else [[i] for i in range(len(observations))]
     outcomes: dict[int, AttackOutcome] = {}
     for group in groups:
         started = time.time()
         if batched:
-            from fl_privacy.attacks.gia.engine import reconstruct_victims
-
-            results = reconstruct_victims([observations[i] for i in group], cfg, device=device,
-                                          progress=config.attack.progress)
+            results = spec.reconstruct_batch([observations[i] for i in group], cfg, device=device,
+                                             progress=config.attack.progress)
         else:
             results = [_reconstruct(observations[group[0]], cfg, config, device)]
         seconds = time.time() - started

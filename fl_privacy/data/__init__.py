@@ -1,4 +1,4 @@
-"""Datasets (torchvision or offline copies) and their split over clients."""
+"""Datasets (torchvision, offline copies, registered loaders) and their split over clients."""
 
 from fl_privacy.data.datasets import (
     DatasetNotFound,
@@ -8,7 +8,9 @@ from fl_privacy.data.datasets import (
     load_dataset,
 )
 from fl_privacy.data.partition import client_partitions, partition_indices
+from fl_privacy.data.registry import DatasetSpec, dataset_names, get_dataset, register_dataset
 
 __all__ = [
-    "DatasetNotFound", "ImageData", "cache_root", "client_partitions", "data_root", "load_dataset", "partition_indices",
+    "DatasetNotFound", "DatasetSpec", "ImageData", "cache_root", "client_partitions", "data_root", "dataset_names",
+    "get_dataset", "load_dataset", "partition_indices", "register_dataset",
 ]

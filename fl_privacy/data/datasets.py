@@ -22,6 +22,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from fl_privacy.data.registry import get_dataset
+
 Split = Literal["train", "test"]
 
 # Per-channel statistics of the training splits (the usual published values).
@@ -116,7 +118,10 @@ def load_dataset(
 @lru_cache(maxsize=8)
 def _load_cached(name: str, split: str, root: str, download: bool, path: str | None) -> ImageData:
     root_path = Path(root)
-    if name in ("imagefolder", "npz"):
+    spec = get_dataset(name)
+    if spec.loader is not None:
+        return spec.loader(split, root_path, download, path)
+    if spec.needs_path:
         if not path:
             raise DatasetNotFound(f"dataset '{name}' needs data.path (the archive, folder or .npz file)")
         source = Path(path).expanduser()
@@ -132,8 +137,7 @@ def _load_cached(name: str, split: str, root: str, download: bool, path: str | N
         return _load_local(name, split, local)
     if name in _TORCHVISION:
         return _load_torchvision(name, split, root_path, download)
-    raise ValueError(f"unknown dataset '{name}' (choices: cifar10, cifar100, mnist, fashion_mnist, imagefolder, npz, "
-                     f"skimage_photos_32/64/128/256, lfw_faces)")
+    raise ValueError(f"dataset '{name}' is registered without a loader: register it with one")
 
 
 def _load_skimage(name: str, split: str) -> ImageData:

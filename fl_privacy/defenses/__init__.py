@@ -13,4 +13,4 @@ from fl_privacy.defenses.base import (
 __all__ = ["DEFENSES", "Defense", "DefenseContext", "DefensePipeline", "build_pipeline", "dense_bytes", "register_defense"]
 
 from fl_privacy.defenses import clipping, noise, powersgd, quantization, sparsification  # noqa: F401, I001
-from fl_privacy.defenses import graddefense, soteria  # noqa: E402,F401
+from fl_privacy.defenses import graddefense, soteria  # noqa: F401

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import BaseModel
+
+from fl_privacy.defenses.params import validate_params
 
 Update = dict[str, torch.Tensor]
 
@@ -35,9 +38,13 @@ class DefenseContext:
 
 
 class Defense:
-    """Base class: subclasses set ``name`` and implement ``apply``."""
+    """Base class: subclasses set ``name``, declare ``Params`` and implement ``apply``."""
 
     name: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel] | None] = None
+    """The typed parameters (a ``DefenseParams``: unknown names refused, types strict), checked before the
+    stage is built, so a bad config names the defense, the parameter and what it accepts. None: the
+    constructor takes its keyword arguments unchecked (every built-in defense declares its ``Params``)."""
     when: ClassVar[Literal["update"]] = "update"
     needs_server: ClassVar[bool] = False
     """True when the server must help (e.g. compensation after aggregation)."""
@@ -49,6 +56,11 @@ class Defense:
 
     def __init__(self, **params: Any) -> None:
         self.params = params
+
+    @classmethod
+    def validate(cls, **params: Any) -> Any:
+        """``params`` checked against ``Params`` (a ``ValueError`` naming the defense and the parameter)."""
+        return params if cls.Params is None else validate_params(cls.name, cls.Params, params)
 
     def apply(self, update: Update, context: DefenseContext) -> Update:  # pragma: no cover - interface
         raise NotImplementedError
@@ -70,9 +82,12 @@ DEFENSES: dict[str, type[Defense]] = {}
 
 
 def register_defense(cls: type[Defense]) -> type[Defense]:
-    """Class decorator: make a defense available by its ``name`` in configs."""
+    """Class decorator: make a defense available by its ``name`` in configs; a name already taken is refused."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} must set a class attribute 'name'")
+    if cls.name in DEFENSES:
+        raise ValueError(f"defense '{cls.name}' is already registered ({DEFENSES[cls.name].__name__}): "
+                         "choose another name")
     DEFENSES[cls.name] = cls
     return cls
 
@@ -135,6 +150,7 @@ def build_pipeline(specs: list[Any] | None) -> DefensePipeline:
         if name not in DEFENSES:
             available = ", ".join(sorted(DEFENSES)) or "none registered yet"
             raise ValueError(f"unknown defense '{name}' (available: {available})")
+        DEFENSES[name].validate(**params)
         try:
             stages.append(DEFENSES[name](**params))
         except TypeError as err:

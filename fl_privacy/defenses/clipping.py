@@ -10,9 +10,10 @@ it matters as the sensitivity bound of the Gaussian mechanism (``gaussian`` with
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
-from fl_privacy.defenses.accounting import check_bool, check_number
 from fl_privacy.defenses.base import Defense, DefenseContext, Update, register_defense
+from fl_privacy.defenses.params import DefenseParams, Number
 
 __all__ = ["ClipDefense", "clip_by_global_norm", "clip_per_tensor", "global_norm"]
 
@@ -72,9 +73,13 @@ class ClipDefense(Defense):
     name = "clip"
     keeps_encoding = True  # rescaling keeps sparsity, rank and the number of levels
 
+    class Params(DefenseParams):
+        max_norm: Number = Field(gt=0)
+        per_layer: bool = False
+
     def __init__(self, *, max_norm: float, per_layer: bool = False) -> None:
-        self.max_norm = check_number(self.name, "max_norm", max_norm, low=0.0, low_open=True)
-        self.per_layer = check_bool(self.name, "per_layer", per_layer)
+        p = self.validate(max_norm=max_norm, per_layer=per_layer)
+        self.max_norm, self.per_layer = p.max_norm, p.per_layer
         super().__init__(max_norm=max_norm, per_layer=per_layer)
 
     def apply(self, update: Update, context: DefenseContext) -> Update:

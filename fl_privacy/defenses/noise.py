@@ -13,10 +13,11 @@ CUDA (the cost is one host-to-device copy per tensor).
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
-from fl_privacy.defenses.accounting import check_int, check_number
 from fl_privacy.defenses.base import Defense, DefenseContext, Update, register_defense
 from fl_privacy.defenses.clipping import clip_by_global_norm
+from fl_privacy.defenses.params import Count, DefenseParams, Number
 
 __all__ = ["GaussianNoise", "LaplaceNoise", "standard_laplace", "standard_normal", "uniform01"]
 
@@ -72,6 +73,15 @@ class GaussianNoise(Defense):
 
     name = "gaussian"
 
+    class Params(DefenseParams):
+        std: Number | None = Field(default=None, ge=0)
+        clip: Number | None = Field(default=None, gt=0)
+        epsilon: Number | None = Field(default=None, gt=0)
+        delta: Number | None = Field(default=None, gt=0, lt=1)
+        rounds: Count | None = Field(default=None, ge=1)
+        sample_rate: Number | None = None
+        neighbouring: str = "add_or_remove"
+
     def __init__(
         self,
         *,
@@ -95,10 +105,8 @@ class GaussianNoise(Defense):
             raise ValueError(f"{owner}: sample_rate {sample_rate!r} would claim client-sampling amplification, but "
                              "local noise gets none against the server that picks the clients: drop sample_rate, "
                              "or use privacy.mechanism: central with federation.sampling: poisson")
-        self.neighbouring = neighbouring
-        self.clip = None if clip is None else check_number(owner, "clip", clip, low=0.0, low_open=True)
-        self.delta = None if delta is None else check_number(owner, "delta", delta, low=0.0, high=1.0,
-                                                             low_open=True, high_open=True)
+        p = self.validate(**given, neighbouring=neighbouring)
+        self.neighbouring, self.clip, self.delta = neighbouring, p.clip, p.delta
         if (std is None) == (epsilon is None):
             raise ValueError(
                 f"{owner}: give either 'std' (optionally with 'clip' and 'delta') or "
@@ -109,16 +117,14 @@ class GaussianNoise(Defense):
             if extra:
                 raise ValueError(f"{owner}: parameter(s) {extra} only calibrate the 'epsilon' mode; "
                                  "the report composes over the rounds each client really took part in")
-            self.std = check_number(owner, "std", std, low=0.0)
+            self.std = p.std
             self.noise_multiplier = None if self.clip is None else self.std / self.clip
         else:
             missing = [k for k in ("clip", "delta", "rounds") if given[k] is None]
             if missing:
                 raise ValueError(f"{owner}: 'epsilon' needs parameter(s) {missing} as well")
-            eps = check_number(owner, "epsilon", epsilon, low=0.0, low_open=True)
-            steps = check_int(owner, "rounds", rounds, low=1)
             assert self.clip is not None and self.delta is not None
-            self.noise_multiplier = noise_multiplier_for_target(eps, self.delta, steps, neighbouring)
+            self.noise_multiplier = noise_multiplier_for_target(p.epsilon, self.delta, p.rounds, neighbouring)
             self.std = self.noise_multiplier * self.clip
         params = {k: v for k, v in given.items() if v is not None}
         if neighbouring != "add_or_remove":
@@ -151,8 +157,11 @@ class LaplaceNoise(Defense):
 
     name = "laplace"
 
+    class Params(DefenseParams):
+        scale: Number = Field(ge=0)
+
     def __init__(self, *, scale: float) -> None:
-        self.scale = check_number(self.name, "scale", scale, low=0.0)
+        self.scale = self.validate(scale=scale).scale
         super().__init__(scale=scale)
 
     def apply(self, update: Update, context: DefenseContext) -> Update:

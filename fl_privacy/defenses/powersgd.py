@@ -39,10 +39,11 @@ import math
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field
 
-from fl_privacy.defenses.accounting import check_bool, check_int, check_number
 from fl_privacy.defenses.base import Defense, DefenseContext, Update, register_defense
 from fl_privacy.defenses.noise import standard_normal
+from fl_privacy.defenses.params import Count, DefenseParams, Number
 
 __all__ = ["PowerSGD", "compresses", "effective_rank", "floats_for_tensor", "matrix_shape", "orthonormalize"]
 
@@ -112,6 +113,12 @@ class PowerSGD(Defense):
 
     name = "powersgd"
 
+    class Params(DefenseParams):
+        rank: Count = Field(ge=1)
+        warm_start: bool = True
+        error_feedback: bool = True
+        min_compression_rate: Number = Field(default=DEFAULT_MIN_COMPRESSION_RATE, gt=0)
+
     def __init__(
         self,
         *,
@@ -120,11 +127,10 @@ class PowerSGD(Defense):
         error_feedback: bool = True,
         min_compression_rate: float = DEFAULT_MIN_COMPRESSION_RATE,
     ) -> None:
-        self.rank = check_int(self.name, "rank", rank, low=1)
-        self.warm_start = check_bool(self.name, "warm_start", warm_start)
-        self.error_feedback = check_bool(self.name, "error_feedback", error_feedback)
-        self.min_compression_rate = check_number(self.name, "min_compression_rate", min_compression_rate, low=0.0,
-                                                 low_open=True)
+        p = self.validate(rank=rank, warm_start=warm_start, error_feedback=error_feedback,
+                          min_compression_rate=min_compression_rate)
+        self.rank, self.warm_start, self.error_feedback = p.rank, p.warm_start, p.error_feedback
+        self.min_compression_rate = p.min_compression_rate
         super().__init__(rank=rank, warm_start=warm_start, error_feedback=error_feedback,
                          min_compression_rate=min_compression_rate)
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import Field
 
-from fl_privacy.defenses.accounting import check_bool, check_int
 from fl_privacy.defenses.base import Defense, DefenseContext, Update, register_defense
 from fl_privacy.defenses.noise import uniform01
+from fl_privacy.defenses.params import Count, DefenseParams
 
 __all__ = ["SignCompression", "UniformQuantization", "quantize_tensor"]
 
@@ -76,15 +77,18 @@ class UniformQuantization(Defense):
 
     name = "quantize"
 
+    class Params(DefenseParams):
+        levels: Count | None = Field(default=None, ge=2, le=2**MAX_BITS)
+        bits: Count | None = Field(default=None, ge=1, le=MAX_BITS)
+        stochastic: bool = False
+
     def __init__(self, *, levels: int | None = None, bits: int | None = None, stochastic: bool = False) -> None:
         if (levels is None) == (bits is None):
             raise ValueError(f"{self.name}: give exactly one of 'levels' or 'bits' (got levels={levels!r}, bits={bits!r})")
-        if bits is not None:
-            self.levels = 2 ** check_int(self.name, "bits", bits, low=1, high=MAX_BITS)
-        else:
-            self.levels = check_int(self.name, "levels", levels, low=2, high=2**MAX_BITS)
+        p = self.validate(levels=levels, bits=bits, stochastic=stochastic)
+        self.levels = 2 ** p.bits if p.bits is not None else p.levels
         self.bits_per_element = math.ceil(math.log2(self.levels))
-        self.stochastic = check_bool(self.name, "stochastic", stochastic)
+        self.stochastic = p.stochastic
         params = {"levels": levels} if levels is not None else {"bits": bits}
         super().__init__(**params, stochastic=stochastic)
 
@@ -124,8 +128,11 @@ class SignCompression(Defense):
 
     name = "sign"
 
+    class Params(DefenseParams):
+        error_feedback: bool = False
+
     def __init__(self, *, error_feedback: bool = False) -> None:
-        self.error_feedback = check_bool(self.name, "error_feedback", error_feedback)
+        self.error_feedback = self.validate(error_feedback=error_feedback).error_feedback
         super().__init__(error_feedback=error_feedback)
 
     def apply(self, update: Update, context: DefenseContext) -> Update:

@@ -24,7 +24,7 @@ those with the k lowest scores (ties: lower index first). The reference's
 scores -- the same up to one feature.
 
 Scores are computed on the *global* model (``context.model``) with the client's own
-samples, one sample at a time (see :func:`fl_privacy.defenses.graddefense.per_sample_model`:
+samples, one sample at a time (see :func:`fl_privacy.defenses.graddefense_sensitivity.per_sample_model`:
 in training mode BatchNorm uses the sample's own statistics and no running statistics are
 touched; dropout off). ``d r / d x_i`` is the full ``F x D`` Jacobian row block, obtained as
 F vector-Jacobian products with the one-hot basis, batched by ``jacrev`` (chunked) and
@@ -42,11 +42,13 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.func import jacrev, jvp, vmap
 
 from fl_privacy.defenses.base import Defense, DefenseContext, Update, register_defense
-from fl_privacy.defenses.graddefense import per_sample_model
+from fl_privacy.defenses.graddefense_sensitivity import per_sample_model
+from fl_privacy.defenses.params import DefenseParams, Number
 
 EPS = 0.1
 """Added to |r_f| in the score's denominator (Soteria reference code)."""
@@ -135,19 +137,14 @@ class Soteria(Defense):
     name = "soteria"
     reads_private_data = True  # it reads the client's batch (scores / sensitivities)
 
+    class Params(DefenseParams):
+        pruning_rate: Number = Field(default=0.6, ge=0, lt=1)
+        probes: int | None = Field(default=None, ge=1, description="None: exact; else Hutchinson probes.")
+        max_samples: int | None = Field(default=32, ge=1, description="None: the whole batch.")
+
     def __init__(self, *, pruning_rate: float = 0.6, probes: int | None = None, max_samples: int | None = 32) -> None:
-        if isinstance(pruning_rate, bool) or not isinstance(pruning_rate, (int, float)):
-            raise TypeError(f"pruning_rate must be a number in [0, 1), got {pruning_rate!r}")
-        pruning_rate = float(pruning_rate)
-        if not 0.0 <= pruning_rate < 1.0:
-            raise ValueError(f"pruning_rate must be in [0, 1), got {pruning_rate!r}")
-        if probes is not None and (isinstance(probes, bool) or not isinstance(probes, int)):
-            raise TypeError(f"probes must be None (exact) or an integer >= 1, got {probes!r}")
-        if probes is not None and probes < 1:
-            raise ValueError(f"probes must be None (exact) or an integer >= 1, got {probes!r}")
-        if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
-                                        or max_samples < 1):
-            raise ValueError(f"max_samples must be None (all) or an integer >= 1, got {max_samples!r}")
+        p = self.validate(pruning_rate=pruning_rate, probes=probes, max_samples=max_samples)
+        pruning_rate = p.pruning_rate
         super().__init__(pruning_rate=pruning_rate, probes=probes, max_samples=max_samples)
         self.pruning_rate = pruning_rate
         self.probes = probes

@@ -18,9 +18,10 @@ from __future__ import annotations
 import math
 
 import torch
+from pydantic import Field
 
-from fl_privacy.defenses.accounting import check_bool, check_int, check_number
 from fl_privacy.defenses.base import Defense, DefenseContext, Update, register_defense
+from fl_privacy.defenses.params import Count, DefenseParams, Number
 from fl_privacy.defenses.powersgd import DEFAULT_MIN_COMPRESSION_RATE, floats_for_tensor
 
 __all__ = ["MagnitudePrune", "TopK", "keep_largest", "sparse_bytes"]
@@ -74,6 +75,12 @@ class TopK(Defense):
 
     name = "topk"
 
+    class Params(DefenseParams):
+        ratio: Number | None = Field(default=None, gt=0, le=1)
+        match_powersgd_rank: Count | None = Field(default=None, ge=1)
+        min_compression_rate: Number | None = Field(default=None, gt=0)
+        error_feedback: bool = False
+
     def __init__(
         self,
         *,
@@ -85,17 +92,15 @@ class TopK(Defense):
         if (ratio is None) == (match_powersgd_rank is None):
             raise ValueError(f"{self.name}: give exactly one of 'ratio' (in (0, 1]) or 'match_powersgd_rank' "
                              f"(integer >= 1), got ratio={ratio!r}, match_powersgd_rank={match_powersgd_rank!r}")
-        self.ratio = None if ratio is None else check_number(self.name, "ratio", ratio, low=0.0, high=1.0,
-                                                             low_open=True)
-        self.rank = None if match_powersgd_rank is None else check_int(self.name, "match_powersgd_rank",
-                                                                       match_powersgd_rank, low=1)
+        p = self.validate(ratio=ratio, match_powersgd_rank=match_powersgd_rank,
+                          min_compression_rate=min_compression_rate, error_feedback=error_feedback)
+        self.ratio, self.rank = p.ratio, p.match_powersgd_rank
         if min_compression_rate is not None and self.rank is None:
             raise ValueError(f"{self.name}: parameter 'min_compression_rate' only applies with 'match_powersgd_rank'")
         self.min_compression_rate = (
-            DEFAULT_MIN_COMPRESSION_RATE if min_compression_rate is None
-            else check_number(self.name, "min_compression_rate", min_compression_rate, low=0.0, low_open=True)
+            DEFAULT_MIN_COMPRESSION_RATE if p.min_compression_rate is None else p.min_compression_rate
         )
-        self.error_feedback = check_bool(self.name, "error_feedback", error_feedback)
+        self.error_feedback = p.error_feedback
         params: dict[str, object] = {"ratio": ratio} if ratio is not None else {"match_powersgd_rank": match_powersgd_rank}
         if min_compression_rate is not None:
             params["min_compression_rate"] = min_compression_rate
@@ -157,8 +162,11 @@ class MagnitudePrune(Defense):
 
     name = "prune"
 
+    class Params(DefenseParams):
+        percent: Number = Field(ge=0, le=100)
+
     def __init__(self, *, percent: float) -> None:
-        self.percent = check_number(self.name, "percent", percent, low=0.0, high=100.0)
+        self.percent = self.validate(percent=percent).percent
         super().__init__(percent=percent)
 
     def pruned_for(self, numel: int) -> int:

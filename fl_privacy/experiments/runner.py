@@ -21,7 +21,6 @@ figure is allowed and re-renders the summary.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys

@@ -1,5 +1,8 @@
 """Model zoo for gradient-leakage experiments, built by name from the config.
 
+A new model is one module with an ``nn.Module`` and its option defaults, plus one line:
+``register_model("name", MyModel, DEFAULTS)``.
+
 Every model is a plain ``nn.Module`` with two children, ``features`` and
 ``classifier`` (the last module of ``classifier`` is the output ``nn.Linear``), uses
 non-inplace activations so attacks can differentiate through gradients, and works
@@ -20,39 +23,59 @@ from torch import nn
 from . import convnet, densenet, googlenet, lenet, mlp, resnet, small_cnn
 from ._common import check_int
 
-__all__ = ["MODEL_NAMES", "build_model", "count_parameters", "model_options"]
+__all__ = ["MODEL_NAMES", "ModelSpec", "build_model", "count_parameters", "model_names", "model_options", "register_model",
+           "unregister_model"]
 
 
 @dataclass(frozen=True)
-class _Entry:
+class ModelSpec:
+    """One registered model: how it is built and the options it accepts, with their defaults."""
+
     factory: Callable[..., nn.Module]
+    """``factory(num_classes=, in_channels=, image_size=, **options)``."""
     defaults: Mapping[str, object]
 
 
-_REGISTRY: dict[str, _Entry] = {
-    "lenet": _Entry(lenet.LeNet, lenet.DEFAULTS),
-    "convnet": _Entry(convnet.ConvNet, convnet.DEFAULTS),
-    "resnet18": _Entry(
-        partial(resnet.ResNet, blocks_per_stage=resnet.BLOCKS_PER_STAGE["resnet18"]),
-        resnet.DEFAULTS,
-    ),
-    "resnet34": _Entry(
-        partial(resnet.ResNet, blocks_per_stage=resnet.BLOCKS_PER_STAGE["resnet34"]),
-        resnet.DEFAULTS,
-    ),
-    "small_cnn": _Entry(small_cnn.SmallCNN, small_cnn.DEFAULTS),
-    "googlenet": _Entry(googlenet.GoogLeNet, googlenet.DEFAULTS),
-    "densenet43": _Entry(partial(densenet.DenseNet, depth=43), densenet.DEFAULTS),
-    "densenet53": _Entry(partial(densenet.DenseNet, depth=53), densenet.DEFAULTS),
-    "mlp": _Entry(mlp.MLP, mlp.DEFAULTS),
-}
-
-MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
+_REGISTRY: dict[str, ModelSpec] = {}
 
 
-def _entry(name: str) -> _Entry:
+def register_model(name: str, factory: Callable[..., nn.Module], defaults: Mapping[str, object]) -> ModelSpec:
+    """Make ``factory`` available as ``model.name: <name>``; a name already taken is a ``ValueError``."""
+    if name in _REGISTRY:
+        raise ValueError(f"model '{name}' is already registered: choose another name")
+    _REGISTRY[name] = ModelSpec(factory, defaults)
+    return _REGISTRY[name]
+
+
+def unregister_model(name: str) -> None:
+    """Remove a registered model (tests that register toy models clean up with this)."""
+    _REGISTRY.pop(name, None)
+
+
+def model_names() -> tuple[str, ...]:
+    """Registered model names, in registration order (the built-in ones first)."""
+    return tuple(_REGISTRY)
+
+
+register_model("lenet", lenet.LeNet, lenet.DEFAULTS)
+register_model("convnet", convnet.ConvNet, convnet.DEFAULTS)
+register_model("resnet18", partial(resnet.ResNet, blocks_per_stage=resnet.BLOCKS_PER_STAGE["resnet18"]),
+               resnet.DEFAULTS)
+register_model("resnet34", partial(resnet.ResNet, blocks_per_stage=resnet.BLOCKS_PER_STAGE["resnet34"]),
+               resnet.DEFAULTS)
+register_model("small_cnn", small_cnn.SmallCNN, small_cnn.DEFAULTS)
+register_model("googlenet", googlenet.GoogLeNet, googlenet.DEFAULTS)
+register_model("densenet43", partial(densenet.DenseNet, depth=43), densenet.DEFAULTS)
+register_model("densenet53", partial(densenet.DenseNet, depth=53), densenet.DEFAULTS)
+register_model("mlp", mlp.MLP, mlp.DEFAULTS)
+
+MODEL_NAMES: tuple[str, ...] = model_names()
+"""The built-in models (``model_names()`` also lists models registered later)."""
+
+
+def _entry(name: str) -> ModelSpec:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; allowed models: {list(MODEL_NAMES)}")
+        raise ValueError(f"unknown model {name!r}; allowed models: {list(model_names())}")
     return _REGISTRY[name]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fl_privacy.config import ConfigError
+from fl_privacy.errors import ConfigError
 
 REQUIRED_KEYS = ("format", "config", "state_dict", "classes", "mean", "std", "image_shape")
 _RETRAIN = "train a new one with `fl-privacy train-generator --out PATH ...`"

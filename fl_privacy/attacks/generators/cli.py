@@ -43,7 +43,7 @@ def cmd_train_generator(args: argparse.Namespace) -> int:
     try:
         ckpt = _train(train_generator, args)
     except ValueError as err:  # train_generator checks its arguments (class ids, sizes) before it trains
-        from fl_privacy.config import ConfigError
+        from fl_privacy.errors import ConfigError
 
         raise ConfigError(f"train-generator: {err}") from None
     path = ckpt.save_checkpoint(args.out)
@@ -61,7 +61,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
     """The device exists and the checkpoint can be written, before any data loads."""
     import torch
 
-    from fl_privacy.config import ConfigError
+    from fl_privacy.errors import ConfigError
     from fl_privacy.out_paths import check_creatable
 
     if args.device is not None:
@@ -76,7 +76,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise ConfigError(f"--out '{args.out}' is a folder: give the checkpoint file path, e.g. {args.out}/gen.pt")
 
 
-def _train(train_generator, args: argparse.Namespace):  # noqa: ANN001, ANN202
+def _train(train_generator, args: argparse.Namespace):
     return train_generator(
         dataset=args.dataset, classes=args.classes, split=args.split, epochs=args.epochs,
         batch_size=args.batch_size, nz=args.nz, ngf=args.ngf, ndf=args.ndf, lr=args.lr,

@@ -2,14 +2,20 @@
 
 Every default cites its source; the facts are collected in
 ``shared/docs/REFERENCES.md`` (read from the public reference code) and the
-papers. Override single fields with ``preset(name, field=value)``.
+papers. Override single fields with ``preset(name, field=value)``. A new preset is one
+``GIAConfig`` and one line: ``register_preset("name", GIAConfig(...))``.
 """
 
 from __future__ import annotations
 
-from fl_privacy.attacks.gia.engine import GIAConfig, from_presets
+from dataclasses import fields
+from functools import partial
 
-__all__ = ["PRESETS", "preset"]
+from fl_privacy.attacks.contract import AttackSpec
+from fl_privacy.attacks.gia.engine import GIAConfig, from_presets, reconstruct, reconstruct_victims
+from fl_privacy.attacks.registry import register_attack
+
+__all__ = ["PRESETS", "preset", "register_preset"]
 
 PRESETS: dict[str, GIAConfig] = {
     # Zhu, Liu, Han, "Deep Leakage from Gradients", NeurIPS 2019 (reference code):
@@ -72,3 +78,19 @@ PRESETS: dict[str, GIAConfig] = {
 def preset(name: str, **overrides: object) -> GIAConfig:
     """A copy of preset ``name`` with ``overrides`` applied (validated like any GIAConfig)."""
     return from_presets(PRESETS, name, overrides, "GIA")
+
+
+def register_preset(name: str, config: GIAConfig, summary: str = "") -> AttackSpec:
+    """Make ``config`` the GIA-O attack ``attack.name: <name>`` (a taken name is refused)."""
+    spec = register_attack(AttackSpec(
+        name=name, family="GIA-O", options=partial(preset, name), reconstruct=reconstruct,
+        reconstruct_batch=reconstruct_victims, summary=summary,
+        options_fields=tuple(f.name for f in fields(GIAConfig)),
+    ))
+    PRESETS[name] = config
+    return spec
+
+
+for _name, _config in list(PRESETS.items()):
+    del PRESETS[_name]
+    register_preset(_name, _config)

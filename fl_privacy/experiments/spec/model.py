@@ -140,11 +140,11 @@ class Experiment:
 
     def generators_needed(self, units: list[Unit] | None = None) -> set[str]:
         """Names of the generators that GIA-L runs among ``units`` (default: all) search; others are not trained."""
-        from fl_privacy.attacks import GIA_L_NAMES
+        from fl_privacy.attacks import needs_generator
 
         paths = {str(self.generator_path(name)): name for name in self.generators}
         return {paths[c.attack.generator] for u in (self.units if units is None else units)
-                for c in [u.point.configs[u.seed]] if c.attack.name in GIA_L_NAMES and c.attack.generator in paths}
+                for c in [u.point.configs[u.seed]] if needs_generator(c.attack.name) and c.attack.generator in paths}
 
     @property
     def axis_keys(self) -> list[str]:

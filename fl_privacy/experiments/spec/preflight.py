@@ -15,7 +15,7 @@ from fl_privacy.experiments.spec.model import Experiment
 
 def preflight(experiment: Experiment) -> None:
     """Data, models, victims and attack knowledge of every point x seed, before the first run."""
-    from fl_privacy.attacks import GIA_L_NAMES
+    from fl_privacy.attacks import needs_generator
     from fl_privacy.audit.run_attacks import gia_config
     from fl_privacy.federation.run_setup import build_model_for, images_per_update, load_split, prepare
 
@@ -33,7 +33,7 @@ def preflight(experiment: Experiment) -> None:
                 # the preset exists and the threat level grants what it needs (generators trained later may be absent)
                 gia = gia_config(config, pending_generators={str(experiment.generator_path(g))
                                                              for g in experiment.generators})
-                if config.attack.name in GIA_L_NAMES:
+                if needs_generator(config.attack.name):
                     _check_generator_data(experiment, config)
                 if point.victims and point.victims[0].client is not None:
                     setup = prepare(config)
