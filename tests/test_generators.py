@@ -16,7 +16,7 @@ from fl_privacy.attacks.generators import (
     to_attack_space,
 )
 from fl_privacy.attacks.generators.cli import add_train_generator_parser, parse_classes
-from fl_privacy.attacks.generators.train import CHECKPOINT_FORMAT
+from fl_privacy.attacks.generators.saved import CHECKPOINT_FORMAT
 from fl_privacy.attacks.threat import Observation
 from fl_privacy.audit.auxiliary import train_generator
 from tests.conftest import CIFAR_FILE, needs_cifar, needs_mnist, require_data

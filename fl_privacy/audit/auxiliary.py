@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fl_privacy.attacks.generators.train import DCGANSettings, GeneratorCheckpoint, train_dcgan
+from fl_privacy.attacks.generators.saved import GeneratorCheckpoint
+from fl_privacy.attacks.generators.train import DCGANSettings, train_dcgan
 
 CONFIG_KEYS = ("dataset", "split", "epochs", "batch_size", "nz", "ngf", "ndf", "lr", "beta1", "conditional",
                "max_samples", "max_steps", "seed", "device", "generator", "generator_parameters")

@@ -75,7 +75,7 @@ def _flwr_partitions(
 
 
 @lru_cache(maxsize=4)
-def _cached(labels_key: bytes, *args) -> tuple[np.ndarray, ...]:  # noqa: ANN002
+def _cached(labels_key: bytes, *args) -> tuple[np.ndarray, ...]:
     """Memoised per process and on disk: Flower's Deployment Engine starts a fresh ClientApp process per
     message, and importing flwr-datasets and splitting 50,000 labels costs it ~15 s on 2 cores each time."""
     stored = _stored_partitions(labels_key, args)
@@ -115,7 +115,7 @@ def _store(path: Path, parts: tuple[np.ndarray, ...]) -> None:
         pass  # a read-only cache only costs the recomputation
 
 
-def client_partitions(labels: np.ndarray, data_cfg, num_clients: int, seed: int) -> tuple[np.ndarray, ...]:  # noqa: ANN001
+def client_partitions(labels: np.ndarray, data_cfg, num_clients: int, seed: int) -> tuple[np.ndarray, ...]:
     """Partitions for a run's config, memoised per process (clients of one worker share the work)."""
     key = np.ascontiguousarray(labels, dtype=np.int64).tobytes()
     return _cached(

@@ -10,12 +10,10 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from fl_privacy.data.datasets import ImageData
-
-Loader = Callable[[str, Path, bool, "str | None"], "ImageData"]
+Loader = Callable[[str, Path, bool, "str | None"], Any]
+"""Returns an ``ImageData`` (not imported here: the datasets module asks this registry)."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def same_content(a: str, b: str) -> bool:
 
 
 def _photo(name: str) -> np.ndarray:
-    import skimage.data as data
+    from skimage import data
 
     if name == "motorcycle":
         return data.stereo_motorcycle()[0]  # the left view of the stereo pair
@@ -62,7 +62,7 @@ def load_photos(size: int) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
 
 def load_faces(split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """(images uint8 (100, 1, 25, 25), labels 0 = face / 1 = non_face, class names) of one split."""
-    import skimage.data as data
+    from skimage import data
 
     crops = data.lfw_subset()  # (200, 25, 25) float in [0, 1]: 100 faces, then 100 non-faces
     labels = np.repeat(np.array([0, 1], dtype=np.int64), 100)

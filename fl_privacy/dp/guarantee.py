@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fl_privacy.dp.accounting import Relation, noise_multiplier_for_target
+from fl_privacy.errors import ConfigError
 
 PROTECTS = {
     "local": "the server and everyone after it (other clients, users of the global model)",
@@ -57,12 +58,6 @@ class Mechanism:
     """Position of the DP stage in ``defenses`` (local via a gaussian stage), else None."""
 
 
-def _config_error(message: str) -> Exception:
-    from fl_privacy.config import ConfigError
-
-    return ConfigError(message)
-
-
 def _gaussian_stages(config: Any) -> list[tuple[int, dict[str, Any]]]:
     specs = [s.model_dump() if hasattr(s, "model_dump") else dict(s) for s in config.defenses]
     return [(i, s) for i, s in enumerate(specs) if s.get("name") == "gaussian"]
@@ -87,10 +82,10 @@ def _resolve(config: Any) -> Mechanism | None:
     p = config.privacy
     dp_stages = [(i, s) for i, s in _gaussian_stages(config) if s.get("clip") is not None and s.get("delta")]
     if p.mechanism != "none" and dp_stages:
-        raise _config_error("privacy.mechanism and a gaussian defense stage with clip and delta are two DP "
+        raise ConfigError("privacy.mechanism and a gaussian defense stage with clip and delta are two DP "
                             "mechanisms: keep one (privacy.mechanism: local replaces the gaussian stage)")
     if len(dp_stages) > 1:
-        raise _config_error("defenses: more than one gaussian stage with clip and delta; the report accounts one")
+        raise ConfigError("defenses: more than one gaussian stage with clip and delta; the report accounts one")
     if dp_stages:
         from fl_privacy.defenses import build_pipeline
 
@@ -101,10 +96,10 @@ def _resolve(config: Any) -> Mechanism | None:
     if p.mechanism == "none":
         return None
     if p.clip is None:
-        raise _config_error(f"privacy.mechanism {p.mechanism} needs privacy.clip (the L2 bound of "
+        raise ConfigError(f"privacy.mechanism {p.mechanism} needs privacy.clip (the L2 bound of "
                             + ("each per-example gradient)" if p.mechanism == "sample" else "each client update)"))
     if (p.noise_multiplier is None) == (p.epsilon is None):
-        raise _config_error("privacy: give exactly one of noise_multiplier and epsilon (a target that calibrates it)")
+        raise ConfigError("privacy: give exactly one of noise_multiplier and epsilon (a target that calibrates it)")
     relation: Relation = "replace_one" if p.mechanism == "sample" else p.neighbouring
     sigma = p.noise_multiplier
     if sigma is None:
@@ -112,7 +107,7 @@ def _resolve(config: Any) -> Mechanism | None:
         try:
             sigma = noise_multiplier_for_target(p.epsilon, p.delta, compositions, relation, rate)
         except ValueError as err:
-            raise _config_error(f"privacy.epsilon: {err}") from None
+            raise ConfigError(f"privacy.epsilon: {err}") from None
     return Mechanism(p.mechanism, p.clip, float(sigma), p.delta, relation, "privacy")
 
 
@@ -191,23 +186,23 @@ def check_privacy(config: Any) -> None:
     p, fed = config.privacy, config.federation
     if mechanism is None:
         if p.buffers == "noise":
-            raise _config_error("privacy.buffers: noise needs a DP mechanism (privacy.mechanism local or central)")
+            raise ConfigError("privacy.buffers: noise needs a DP mechanism (privacy.mechanism local or central)")
         return
     if mechanism.name != "sample" and mechanism.delta >= 1.0 / fed.num_clients:
-        raise _config_error(f"privacy delta {mechanism.delta:g} is not below 1/num_clients = {1 / fed.num_clients:g}: "
+        raise ConfigError(f"privacy delta {mechanism.delta:g} is not below 1/num_clients = {1 / fed.num_clients:g}: "
                             "a client-level guarantee that lets one client's data out with that probability is void")
     if mechanism.name == "central" and fed.sampling == "poisson":
         if mechanism.relation != "add_or_remove":
-            raise _config_error("central DP with Poisson client sampling is accounted under add-or-remove only: "
+            raise ConfigError("central DP with Poisson client sampling is accounted under add-or-remove only: "
                                 "set privacy.neighbouring: add_or_remove (or federation.sampling: fixed)")
         if fed.min_train_clients > 1:
-            raise _config_error("federation.sampling: poisson draws each client independently; a minimum of "
+            raise ConfigError("federation.sampling: poisson draws each client independently; a minimum of "
                                 f"{fed.min_train_clients} clients per round would break it: set min_train_clients 1")
     if mechanism.name == "sample" and p.buffers == "noise":
-        raise _config_error("privacy.buffers: noise is for client-level mechanisms (local, central)")
+        raise ConfigError("privacy.buffers: noise is for client-level mechanisms (local, central)")
     problems = _problems(config, mechanism)
     if problems and not p.proceed_without_guarantee:
-        raise _config_error("; ".join(problems) + ". Fix it, or set privacy.proceed_without_guarantee: true to run "
+        raise ConfigError("; ".join(problems) + ". Fix it, or set privacy.proceed_without_guarantee: true to run "
                             "anyway (the reports then print 'no guarantee')")
 
 
@@ -220,7 +215,7 @@ def check_model(config: Any, model: Any) -> list[str]:
         return []
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if mechanism.name == "sample" and has_bn and config.training.model_mode == "train":
-        raise _config_error("privacy.mechanism sample (DP-SGD) clips per-example gradients; BatchNorm in train "
+        raise ConfigError("privacy.mechanism sample (DP-SGD) clips per-example gradients; BatchNorm in train "
                             "mode mixes the examples of a batch: use training.model_mode eval or a model without "
                             "BatchNorm (e.g. model.batchnorm: false)")
     floats = [k for k, v in model.named_buffers() if v.is_floating_point()]
@@ -228,6 +223,6 @@ def check_model(config: Any, model: Any) -> list[str]:
         line = (f"no guarantee: {len(floats)} buffer tensors (BatchNorm running statistics) are sent raw "
                 "(privacy.buffers: share)")
         if not config.privacy.proceed_without_guarantee:
-            raise _config_error(line + ": use privacy.buffers withhold or noise, or privacy.proceed_without_guarantee")
+            raise ConfigError(line + ": use privacy.buffers withhold or noise, or privacy.proceed_without_guarantee")
         return [line]
     return []

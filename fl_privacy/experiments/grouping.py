@@ -69,3 +69,20 @@ def metric_values(recs: list[Record], metric: str) -> list[float]:
 
 def combo_label(keys: tuple[str, ...], combo: tuple) -> str:
     return ", ".join(f"{k}={key.text}" for k, key in zip(keys, combo))
+
+
+_FORMATS = {
+    "psnr_mean": "{:.2f}", "ssim_mean": "{:.3f}", "mse_mean": "{:.3g}", "lpips_mean": "{:.3f}",
+    "label_acc": "{:.2f}", "images": "{:.0f}", "iterations": "{:.0f}", "seconds": "{:.1f}",
+    "seconds_per_iteration": "{:.4f}", "objective": "{:.3g}", "wall_seconds": "{:.1f}",
+    "test_accuracy": "{:.4f}", "test_loss": "{:.4f}", "train_loss": "{:.4f}", "attack_psnr_mean": "{:.2f}",
+    "attack_ssim_mean": "{:.3f}", "attack_mse_mean": "{:.3g}", "attack_lpips_mean": "{:.3f}",
+    "attack_label_acc": "{:.2f}", "payload_kib": "{:.1f}", "compression": "{:.1f}", "epsilon": "{:.3f}",
+    "delta": "{:.1e}",
+}
+"""How each metric is shown in a table cell (others: 4 significant digits)."""
+
+
+def fmt(metric: str, value: float) -> str:
+    """``value`` formatted for ``metric``'s table cells."""
+    return _FORMATS.get(metric, "{:.4g}").format(value)

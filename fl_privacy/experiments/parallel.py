@@ -22,13 +22,13 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fl_privacy.config import ConfigError
 from fl_privacy.experiments.output_dir import put_in_order
-from fl_privacy.experiments.progress import Progress
+from fl_privacy.experiments.progress import Outcome, Progress
 from fl_privacy.experiments.spec.model import Experiment, Unit
 
 FAILED = "failed.jsonl"
@@ -53,16 +53,6 @@ class RayOptions:
 
 class RunsFailed(RuntimeError):
     """Some runs raised; the others finished and are in results.csv. The same command retries the failed ones."""
-
-
-@dataclass
-class Outcome:
-    """What a worker sends back for one run: its rows, or its error."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-    error: str | None = None
-    trace: str = ""
 
 
 def check_options(experiment: Experiment, options: RayOptions) -> None:

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from fl_privacy.experiments.spec.model import Unit
 
-if TYPE_CHECKING:
-    from fl_privacy.experiments.parallel import Outcome
+
+@dataclass
+class Outcome:
+    """What a worker sends back for one run: its rows, or its error."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    error: str | None = None
+    trace: str = ""
 
 
 class Progress:

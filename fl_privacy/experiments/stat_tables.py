@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from fl_privacy.experiments.comparisons import Comparison
-from fl_privacy.experiments.grouping import Record, combo_label, grouped, metric_values
+from fl_privacy.experiments.grouping import Record, combo_label, fmt, grouped, metric_values
 from fl_privacy.experiments.spec.model import Experiment, TableSpec
 from fl_privacy.experiments.stats import cell_stats, paired_comparison
-from fl_privacy.experiments.tables import fmt
 
 COMPARISONS_CSV = "comparisons.csv"
 PAIR_KEYS = ("seed", "victim", "round")

@@ -15,19 +15,10 @@ import time
 from pathlib import Path
 
 from fl_privacy.experiments.figures import plot_figure
-from fl_privacy.experiments.grouping import Record, combo_label, grouped, metric_values, number, records
+from fl_privacy.experiments.grouping import Record, combo_label, fmt, grouped, metric_values, number, records
 from fl_privacy.experiments.spec.model import Experiment, TableSpec
 from fl_privacy.experiments.spec.names import show
 
-_FORMATS = {
-    "psnr_mean": "{:.2f}", "ssim_mean": "{:.3f}", "mse_mean": "{:.3g}", "lpips_mean": "{:.3f}",
-    "label_acc": "{:.2f}", "images": "{:.0f}", "iterations": "{:.0f}", "seconds": "{:.1f}",
-    "seconds_per_iteration": "{:.4f}", "objective": "{:.3g}", "wall_seconds": "{:.1f}",
-    "test_accuracy": "{:.4f}", "test_loss": "{:.4f}", "train_loss": "{:.4f}", "attack_psnr_mean": "{:.2f}",
-    "attack_ssim_mean": "{:.3f}", "attack_mse_mean": "{:.3g}", "attack_lpips_mean": "{:.3f}",
-    "attack_label_acc": "{:.2f}", "payload_kib": "{:.1f}", "compression": "{:.1f}", "epsilon": "{:.3f}",
-    "delta": "{:.1e}",
-}
 _MODE_TEXT = {
     "attack": "one-shot attacks: each victim's update is built by the client code from the initial global model "
               "and attacked (`attack_once`); one row per point x seed x victim",
@@ -35,10 +26,6 @@ _MODE_TEXT = {
     "federation_rounds": "whole federations (in-process clients, `run_federation`); one row per point x seed x "
                          "round (rounds.jsonl; epsilon after that round)",
 }
-
-
-def fmt(metric: str, value: float) -> str:
-    return _FORMATS.get(metric, "{:.4g}").format(value)
 
 
 def cell(metric: str, values: list[float], stat: str = "mean") -> str:

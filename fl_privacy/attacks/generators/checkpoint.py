@@ -51,7 +51,7 @@ def check_checkpoint(path: str | os.PathLike, image_shape: Sequence[int] | None 
 
     ``image_shape`` (C, H, W) of the victim's data: the generator must make images of that shape.
     """
-    from fl_privacy.attacks.generators.train import CHECKPOINT_FORMAT
+    from fl_privacy.attacks.generators.saved import CHECKPOINT_FORMAT
 
     data = read_checkpoint(path)
     where = f"attack.generator '{Path(path).expanduser()}'"

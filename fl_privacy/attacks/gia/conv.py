@@ -30,18 +30,18 @@ class _Conv(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, w, b, conf):  # noqa: ANN001, ANN205
+    def forward(x, w, b, conf):
         stride, padding, dilation, groups = conf
         return F.conv2d(x, w, b, stride, padding, dilation, groups)
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    def setup_context(ctx, inputs, output) -> None:
         x, w, b, conf = inputs
         ctx.save_for_backward(x, w)
         ctx.conf, ctx.has_bias = conf, b is not None
 
     @staticmethod
-    def backward(ctx, gy):  # noqa: ANN001, ANN205
+    def backward(ctx, gy):
         x, w = ctx.saved_tensors
         gx, gw = _ConvBackward.apply(gy, x, w, ctx.conf, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         gb = gy.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[2] else None
@@ -54,7 +54,7 @@ class _ConvBackward(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(gy, x, w, conf, want_gx, want_gw):  # noqa: ANN001, ANN205
+    def forward(gy, x, w, conf, want_gx, want_gw):
         stride, padding, dilation, groups = conf
         gx, gw, _ = torch.ops.aten.convolution_backward(
             gy, x, w, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
@@ -62,13 +62,13 @@ class _ConvBackward(torch.autograd.Function):
         return gx, gw
 
     @staticmethod
-    def setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    def setup_context(ctx, inputs, output) -> None:
         gy, x, w, conf, want_gx, want_gw = inputs
         ctx.save_for_backward(gy, x, w)
         ctx.conf = conf
 
     @staticmethod
-    def backward(ctx, ggx, ggw):  # noqa: ANN001, ANN205
+    def backward(ctx, ggx, ggw):
         gy, x, w = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conf
         need_gy, need_x, need_w = ctx.needs_input_grad[:3]

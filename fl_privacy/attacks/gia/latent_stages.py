@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from fl_privacy.attacks.generators.train import to_attack_space
+from fl_privacy.attacks.generators.saved import to_attack_space
 from fl_privacy.attacks.gia.latent_options import GIALConfig
 from fl_privacy.attacks.gia.problem import GIAProblem
 from fl_privacy.attacks.gia.tracing import ProgressBar, log_step, logged_iterations, lr_scheduler, trace_table
