@@ -23,7 +23,8 @@ import pytest
 import yaml
 
 from fl_privacy.data.skimage_data import DATASETS as SKIMAGE_DATASETS
-from fl_privacy.experiments import load_experiment, run_experiment
+from fl_privacy.experiments import load_experiment
+from fl_privacy.launch.runs import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))

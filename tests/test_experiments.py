@@ -13,7 +13,8 @@ import yaml
 
 from fl_privacy.audit import oneshot
 from fl_privacy.config import ConfigError
-from fl_privacy.experiments import is_experiment_file, load_experiment, run_experiment
+from fl_privacy.experiments import is_experiment_file, load_experiment
+from fl_privacy.launch.runs import run_experiment
 from fl_privacy.experiments import runner as runner_module
 from fl_privacy.experiments.spec import ATTACK_METRICS, FEDERATION_METRICS
 from tests.conftest import needs_mnist

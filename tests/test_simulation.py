@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clients.client_app import app as client_app
-from fl_privacy.cli import main as cli_main
+from fl_privacy.launch.cli import main as cli_main
 from fl_privacy.config import ConfigError, build_config
 from fl_privacy.defenses import DEFENSES, Defense, register_defense
 from fl_privacy.federation.aggregation import WeightedMean
