@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fl_privacy.config import ExperimentConfig
-from fl_privacy.federation.protocol import CONFIG_KEY, PARTITION_KEY
+from fl_privacy.federation.protocol import CONFIG_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, PAYLOAD_KEY, TRAIN_LOSS_KEY
 from fl_privacy.federation.sampling import host_nodes, partition_of_node, sample_clients
 from fl_privacy.federation.server_round import RoundLedger
 from fl_privacy.federation.server_update import ServerUpdate
@@ -98,17 +98,17 @@ class RecordingStrategy(Strategy):
                 continue
             metrics, received = message.content["metrics"], message.content["arrays"]
             del message
-            pid = int(metrics["partition-id"])
+            pid = int(metrics[PARTITION_KEY])
             if set(received.keys()) != set(sent):
                 raise ValueError(f"client {pid} sent arrays whose keys differ from the global model's")
-            reported = int(metrics["num-examples"]) if "num-examples" in metrics else None  # withheld under DP
+            reported = int(metrics[NUM_EXAMPLES_KEY]) if NUM_EXAMPLES_KEY in metrics else None  # withheld under DP
             weight = self.server.weight(reported)
             decoded = cache(received.to_torch_state_dict)
-            loss = float(metrics["train-loss"]) if "train-loss" in metrics else None
-            self.ledger.received(server_round, pid, reported, loss, float(metrics["payload-bytes"]), weight, decoded)
+            loss = float(metrics[TRAIN_LOSS_KEY]) if TRAIN_LOSS_KEY in metrics else None
+            self.ledger.received(server_round, pid, reported, loss, float(metrics[PAYLOAD_KEY]), weight, decoded)
             if convert:
                 received = ArrayRecord(self._implied_weights(decoded()))
-            yield Message(RecordDict({"arrays": received, "metrics": MetricRecord({"num-examples": weight})}),
+            yield Message(RecordDict({"arrays": received, "metrics": MetricRecord({NUM_EXAMPLES_KEY: weight})}),
                           0, MessageType.TRAIN)
 
     def _implied_weights(self, gradient_reply: Tensors) -> Tensors:

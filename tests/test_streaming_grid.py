@@ -36,7 +36,7 @@ class BatchGrid(InProcessGrid):
         return [self._replies.pop(i) for i in ready]
 
 
-def _echo(message: Message, context) -> Message:  # noqa: ANN001, ARG001
+def _echo(message: Message, context) -> Message:
     node = ConfigRecord({"partition-id": context.node_config["partition-id"]})
     return Message(RecordDict({"node": node}), reply_to=message)
 

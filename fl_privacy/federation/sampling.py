@@ -1,4 +1,5 @@
-"""Which clients train in a round, and which node hosts each (Flower-free; the glue builds the messages)."""
+"""Which clients train in a round and which node hosts each: the server's routing and the node's check of it
+(Flower-free; the glue builds and reads the messages)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,30 @@ def partition_of_node(node: int, node_partitions: dict[int, int], num_clients: i
     """The client a failed reply came from, when each node hosts exactly one client (else unknown: None)."""
     hosted = len(node_partitions) == num_clients
     return node_partitions.get(node) if hosted else None
+
+
+def client_partition(node_config: dict, assigned: int | None, num_clients: int) -> int:
+    """The partition this message trains: the node's own, or one it hosts (client ``p`` on node ``p mod N``)."""
+    node, nodes = node_partition(node_config)
+    if assigned is None:
+        if nodes != num_clients:
+            raise ValueError(f"{nodes} SuperNodes but federation.num_clients={num_clients} and no partition assigned")
+        return node
+    if int(assigned) % nodes != node:
+        raise ValueError(f"client {assigned} is hosted by node {int(assigned) % nodes}, not by node {node}")
+    return int(assigned)
+
+
+def node_partition(node_config: dict) -> tuple[int, int]:
+    """This SuperNode's ``partition-id`` and ``num-partitions``, or an error that says how to start it."""
+    missing = [key for key in ("partition-id", "num-partitions") if key not in node_config]
+    if missing:
+        raise ValueError(
+            f"this SuperNode has no {' and no '.join(missing)} in its node config: start each SuperNode with "
+            f'--node-config "partition-id=<i> num-partitions=<N>" (i = 0..N-1, N = number of SuperNodes); '
+            f"got node config {dict(node_config)}")
+    node, nodes = int(node_config["partition-id"]), int(node_config["num-partitions"])
+    if not 0 <= node < nodes:
+        raise ValueError(f"node config partition-id={node} outside 0..{nodes - 1} (num-partitions={nodes}): "
+                         f'use --node-config "partition-id=<i> num-partitions=<N>" with 0 <= i < N')
+    return node, nodes

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fl_privacy.config import ConfigError, ExperimentConfig, load_config
 
@@ -209,16 +209,8 @@ def cmd_audit_dp(args: argparse.Namespace) -> int:
     return 1 if result["violation"] else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fl-privacy", description=(__doc__ or "").replace("``", ""),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("config", nargs="?", help="YAML experiment file (defaults apply when omitted)")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set training.lr=0.1 (repeatable)")
-
+def _add_run_parser(sub: argparse._SubParsersAction, with_config: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``fl-privacy run``: one federation (in-process or on Ray) or an experiment sweep."""
     run = sub.add_parser("run", help="run a simulation defined by a YAML config")
     with_config(run)
     run.add_argument("--out", help="run directory (default: <out_dir>/<name>-<timestamp>)")
@@ -245,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --workers/--ray-address: GPUs per run, a fraction such as 0.25 shares one GPU "
                           "(default: experiment.resources.gpus, else 0)")
     run.set_defaults(func=cmd_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fl-privacy", description=(__doc__ or "").replace("``", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", nargs="?", help="YAML experiment file (defaults apply when omitted)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set training.lr=0.1 (repeatable)")
+
+    _add_run_parser(sub, with_config)
 
     attack = sub.add_parser("attack", help="build one client update and attack it (no federation)")
     with_config(attack)
