@@ -109,3 +109,12 @@ def test_fedprox_sends_its_mu_with_the_train_messages(tiny_overrides):
     configs = [m.content["config"] for m in messages]
     assert [c["proximal-mu"] for c in configs] == [0.3] * 3
     assert sorted(c["partition-id"] for c in configs) == [0, 1, 2] and {c["server-round"] for c in configs} == {1}
+
+
+def test_a_server_optimizer_run_is_not_resumed_without_its_state(tmp_path, tiny_overrides):
+    from fl_privacy.federation.checkpoint import check_resumable
+
+    config, run = _run(tmp_path, {**tiny_overrides, "federation.rounds": 1, "federation.strategy": "fedavgm"})
+    (run.root / "final.json").unlink()  # as if stopped after round 1
+    with pytest.raises(ConfigError, match="server optimizer state"):
+        check_resumable(run.root, config, None)
