@@ -10,6 +10,7 @@ strategy other than ``StreamingFedAvg`` gets the weights each gradient implies
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable, Iterator
 from functools import cache
@@ -64,11 +65,14 @@ class RecordingStrategy(Strategy):
     def _inner_config(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> dict:
         """Let the inner strategy start its round (its state, its config keys such as FedProx's
         ``proximal-mu``); its own node sampling is dropped, and the Python random state it used restored."""
-        state = random.getstate()
+        state, flower_log = random.getstate(), logging.getLogger("flwr")
+        level = flower_log.level
+        flower_log.setLevel(max(level, logging.WARNING))  # its "Sampled N nodes" line would contradict the routing
         try:
             messages = list(self.inner.configure_train(server_round, arrays, ConfigRecord(dict(config)), grid))
         finally:
             random.setstate(state)
+            flower_log.setLevel(level)
         if not messages:
             return {}
         return {k: v for record in messages[0].content.config_records.values() for k, v in record.items()}
