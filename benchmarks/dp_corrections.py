@@ -3,7 +3,7 @@
 ``python benchmarks/dp_corrections.py`` prints a markdown table (seconds, CPU). "Before" is what
 the old report computed: Opacus RDP with sample rate ``federation.fraction_train`` over all rounds,
 for the first stage with a guarantee. "Now" is ``fl_privacy.dp.report.privacy_block`` with the
-server's own seeded client schedule (``strategies.curious_fedavg.sample_clients``).
+server's own seeded client schedule (``fl_privacy.federation.sampling.sample_clients``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from fl_privacy.config import build_config
 from fl_privacy.dp.accounting import gaussian_epsilon
 from fl_privacy.dp.report import privacy_block
 from fl_privacy.experiments import load_experiment
-from strategies.curious_fedavg import sample_clients
+from fl_privacy.federation.sampling import sample_clients
 
 DELTA = 1e-5
 LOCAL = {"name": "gaussian", "std": 1.0, "clip": 1.0, "delta": DELTA}

@@ -162,7 +162,7 @@ def part_federation(args: argparse.Namespace) -> dict[str, Any]:
     ]
     if gpu:
         sets.append("attack.gia.cuda_graph=true")
-    cmd = [sys.executable, "-m", "fl_privacy.cli", "run", "--backend", args.backend, "--out", str(work / "run"),
+    cmd = [sys.executable, "-m", "fl_privacy.launch.cli", "run", "--backend", args.backend, "--out", str(work / "run"),
            *[f"--set={s}" for s in sets]]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(10, args.budget_federation - 15))

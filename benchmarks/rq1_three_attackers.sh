@@ -17,7 +17,7 @@ for e in $steps; do
     IFS=: read -r label name schedule <<< "$cell"
     dir="$out/${label}_E${e}_i${index}"
     [ -f "$dir/victims.jsonl" ] && continue
-    python -m fl_privacy.cli attack "${common[@]}" --set training.local_steps="$e" --set attack.name="$name" \
+    python -m fl_privacy.launch.cli attack "${common[@]}" --set training.local_steps="$e" --set attack.name="$name" \
       --set attack.threat.schedule="$schedule" --out "$dir" | tail -1
   done
 done

@@ -55,7 +55,7 @@ def _tree(root: int) -> set[int]:
 
 def measure(clients: int, backend: str, rounds: int, extra: list[str]) -> dict[str, float]:
     out = Path(tempfile.mkdtemp(prefix=f"scale-{clients}-"))
-    cmd = [sys.executable, "-m", "fl_privacy.cli", "run", "--backend", backend, "--out", str(out / "run"),
+    cmd = [sys.executable, "-m", "fl_privacy.launch.cli", "run", "--backend", backend, "--out", str(out / "run"),
            f"--set=federation.num_clients={clients}", f"--set=federation.rounds={rounds}",
            "--set=attack.rounds=1", "--set=attack.victims=2", "--set=evaluation.test_samples=2000", *extra]
     start = time.time()

@@ -16,8 +16,9 @@ from flwr.clientapp import ClientApp
 
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.federation.client import client_update
-from fl_privacy.federation.protocol import CONFIG_KEY, PARTITION_KEY
+from fl_privacy.federation.protocol import CONFIG_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, PAYLOAD_KEY, TRAIN_LOSS_KEY
 from fl_privacy.federation.run_setup import cached_setup, resolve_device, victim_steps
+from fl_privacy.federation.sampling import client_partition, node_partition
 
 STATE_KEY = "fl-privacy-defense-state"
 
@@ -49,9 +50,9 @@ def train(msg: Message, context: Context) -> Message:
     )
     if state:
         context.state[key] = ArrayRecord({k: v.detach().cpu() for k, v in state.items()})
-    released = {"num-examples": reply.num_examples, "train-loss": reply.train_loss}  # None: withheld (privacy.metrics)
-    metrics = MetricRecord({**{k: v for k, v in released.items() if v is not None}, "partition-id": pid,
-                            "payload-bytes": reply.payload_bytes})
+    released = {NUM_EXAMPLES_KEY: reply.num_examples, TRAIN_LOSS_KEY: reply.train_loss}  # None: withheld
+    metrics = MetricRecord({**{k: v for k, v in released.items() if v is not None}, PARTITION_KEY: pid,
+                            PAYLOAD_KEY: reply.payload_bytes})
     return Message(content=RecordDict({"arrays": ArrayRecord(reply.arrays), "metrics": metrics}), reply_to=msg)
 
 
@@ -61,30 +62,3 @@ def describe_node(msg: Message, context: Context) -> Message:
     partition, partitions = node_partition(context.node_config)
     node = ConfigRecord({"partition-id": partition, "num-partitions": partitions})
     return Message(content=RecordDict({"node": node}), reply_to=msg)
-
-
-def client_partition(node_config: dict, assigned: int | None, num_clients: int) -> int:
-    """The partition this message trains: the node's own, or one it hosts (client ``p`` on node ``p mod N``)."""
-    node, nodes = node_partition(node_config)
-    if assigned is None:
-        if nodes != num_clients:
-            raise ValueError(f"{nodes} SuperNodes but federation.num_clients={num_clients} and no partition assigned")
-        return node
-    if int(assigned) % nodes != node:
-        raise ValueError(f"client {assigned} is hosted by node {int(assigned) % nodes}, not by node {node}")
-    return int(assigned)
-
-
-def node_partition(node_config: dict) -> tuple[int, int]:
-    """This SuperNode's ``partition-id`` and ``num-partitions``, or an error that says how to start it."""
-    missing = [key for key in ("partition-id", "num-partitions") if key not in node_config]
-    if missing:
-        raise ValueError(
-            f"this SuperNode has no {' and no '.join(missing)} in its node config: start each SuperNode with "
-            f'--node-config "partition-id=<i> num-partitions=<N>" (i = 0..N-1, N = number of SuperNodes); '
-            f"got node config {dict(node_config)}")
-    node, nodes = int(node_config["partition-id"]), int(node_config["num-partitions"])
-    if not 0 <= node < nodes:
-        raise ValueError(f"node config partition-id={node} outside 0..{nodes - 1} (num-partitions={nodes}): "
-                         f'use --node-config "partition-id=<i> num-partitions=<N>" with 0 <= i < N')
-    return node, nodes

@@ -41,12 +41,14 @@ _grad_and_loss = torch.func.grad_and_value(_batch_loss)
 
 
 def sgd_update(
-    params: Tensors, grads: Tensors, velocity: Tensors, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+    params: Tensors, grads: Tensors, velocity: Tensors, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+    proximal: tuple[float, Tensors] | None = None,
 ) -> tuple[Tensors, Tensors]:
     """One step of ``torch.optim.SGD`` (no dampening, no Nesterov), out of place.
 
     Returns (new parameters, new momentum buffers); an empty ``velocity`` means
     the first step (the buffer starts as the gradient, as in ``torch.optim.SGD``).
+    ``proximal = (mu, anchor)``: FedProx's term ``(mu/2) ||w - anchor||^2`` joins the loss.
     """
     updated: Tensors = {}
     new_velocity: Tensors = {}
@@ -54,6 +56,8 @@ def sgd_update(
         grad = grads[name]
         if weight_decay:
             grad = grad + weight_decay * value
+        if proximal is not None:
+            grad = grad + proximal[0] * (value - proximal[1][name])
         if momentum:
             grad = velocity[name] * momentum + grad if name in velocity else grad
             new_velocity[name] = grad
@@ -70,6 +74,7 @@ def sgd_steps(
     momentum: float = 0.0,
     weight_decay: float = 0.0,
     create_graph: bool = False,
+    proximal_mu: float = 0.0,
 ) -> tuple[Tensors, list[torch.Tensor]]:
     """Plain (momentum) SGD, as ``torch.optim.SGD`` defines it, functionally.
 
@@ -79,13 +84,15 @@ def sgd_steps(
     Gradients come from ``torch.func.grad``, so the function is also
     vmappable (then BatchNorm must not update running statistics in place,
     e.g. after ``torch.func.replace_all_batch_norm_modules_``, or be in eval mode).
+    ``proximal_mu``: FedProx's proximal term towards the starting ``params``.
     """
     current = {k: v if create_graph and v.requires_grad else v.detach() for k, v in params.items()}
+    proximal = (proximal_mu, {k: v.detach() for k, v in params.items()}) if proximal_mu else None
     velocity: Tensors = {}
     losses = []
     for x, y in batches:
         grads, loss = _grad_and_loss(current, model, buffers, x, y)
-        current, velocity = sgd_update(current, grads, velocity, lr, momentum, weight_decay)
+        current, velocity = sgd_update(current, grads, velocity, lr, momentum, weight_decay, proximal)
         if not create_graph:
             current = {k: v.detach() for k, v in current.items()}
             velocity = {k: v.detach() for k, v in velocity.items()}

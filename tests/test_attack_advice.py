@@ -39,7 +39,7 @@ def test_mismatched_attacker_mode_and_large_dlg_batches_are_warned():
 
 @needs_mnist
 def test_attack_cli_prints_the_warning_and_the_summary_keeps_it(tmp_path, capsys):
-    from fl_privacy.cli import main
+    from fl_privacy.launch.cli import main
 
     sets = {"data.dataset": "mnist", "model.name": "convnet", "model.width": 4, "training.algorithm": "fedsgd",
             "training.batch_size": 1, "attack.name": "inverting_gradients", "attack.threat.labels": True,

@@ -13,10 +13,10 @@ from fl_privacy.attacks import attack_names
 from fl_privacy.attacks.gia import PRESETS
 from fl_privacy.audit.observe import VictimTruth, observe
 from fl_privacy.audit.oneshot import attack_once
-from fl_privacy.cli import main as cli_main
 from fl_privacy.config import ConfigError, ThreatConfig, build_config
 from fl_privacy.federation.recording import RecordedUpdate
 from fl_privacy.federation.run_setup import prepare, victim_steps
+from fl_privacy.launch.cli import main as cli_main
 from fl_privacy.launch.inprocess import InProcessGrid
 from strategies.server_app import run_federation
 from tests.conftest import needs_mnist

@@ -19,7 +19,7 @@ def test_bad_input_is_a_clear_error(case, tmp_path, monkeypatch):
 
 @needs_mnist
 def test_code_carrying_checkpoint_is_refused_without_running_it(tmp_path, capsys):
-    from fl_privacy.cli import main
+    from fl_privacy.launch.cli import main
     from tests.battery.cases import CodeCarrier, _generator_dict, _gia_l
 
     argv = _gia_l(tmp_path, {**_generator_dict(), "extra": CodeCarrier()})
@@ -31,7 +31,7 @@ def test_code_carrying_checkpoint_is_refused_without_running_it(tmp_path, capsys
 
 
 def test_reused_out_with_force_replaces_the_old_run(tmp_path, tiny_overrides):
-    from fl_privacy.cli import main
+    from fl_privacy.launch.cli import main
 
     sets = [arg for k, v in tiny_overrides.items() for arg in ("--set", f"{k}={v}")] + ["--set", "federation.rounds=1"]
     out = str(tmp_path / "run")

@@ -10,8 +10,8 @@ import logging
 import numpy as np
 import pytest
 
-from clients.client_app import client_partition, node_partition
 from fl_privacy.data import partition
+from fl_privacy.federation.sampling import client_partition, node_partition
 from fl_privacy.launch.deployment import FAILED_BANNER, announce_failure
 
 

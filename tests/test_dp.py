@@ -164,7 +164,7 @@ def test_fixed_size_sampling_is_not_accounted_as_poisson_amplification():
 
 
 def test_poisson_sampling_is_what_the_server_does():
-    from strategies.curious_fedavg import sample_clients
+    from fl_privacy.federation.sampling import sample_clients
 
     config = _config(**{"federation.num_clients": 40, "federation.fraction_train": 0.25,
                         "federation.sampling": "poisson"})
@@ -286,15 +286,14 @@ def test_each_mechanism_runs_and_reports_its_block(tmp_path, tiny_overrides, mec
 
 
 def test_central_dp_releases_noise_when_poisson_samples_nobody():
-    from fl_privacy.federation.failures import RoundFailures
-    from strategies.curious_fedavg import CuriousFedAvg
+    from fl_privacy.federation.server_round import RoundLedger
+    from fl_privacy.federation.server_update import ServerUpdate
 
     config = _config(**{"privacy.mechanism": "central", "privacy.clip": 1.0, "privacy.noise_multiplier": 1.0,
                         "federation.num_clients": 10, "federation.fraction_train": 0.3,
                         "federation.sampling": "poisson"})
-    strategy = CuriousFedAvg(config, None, ["w"], {})
-    strategy._sent = {"w": torch.zeros(50_000)}
-    strategy.round_info[1] = {"failures_of_round": RoundFailures([])}  # what configure_train sets
-    released = strategy.aggregate_train(1, [])[0].to_torch_state_dict()["w"]
+    released = ServerUpdate(config, ["w"]).noise_only({"w": torch.zeros(50_000)}, 1)["w"]
     assert float(released.std()) == pytest.approx(1.0 * 1.0 / 3, rel=0.02)  # sigma clip / (q N)
-    assert strategy.round_info[1]["clients"] == 0
+    ledger = RoundLedger(config, None, ["w"])
+    ledger.begin(1, {"w": torch.zeros(3)}, [])
+    assert ledger.finish(1) is None and ledger.round_info[1]["clients"] == 0

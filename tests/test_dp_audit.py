@@ -69,7 +69,7 @@ def test_audit_flags_buffers_sent_raw_and_not_withheld_ones():
 def test_audit_dp_command_writes_claimed_and_empirical_epsilon(tmp_path, capsys):
     import json
 
-    from fl_privacy.cli import main as cli_main
+    from fl_privacy.launch.cli import main as cli_main
 
     sets = [f"{k}={v}" for k, v in {**TINY, "privacy.mechanism": "local", "privacy.clip": 1.0,
                                     "privacy.noise_multiplier": 2.0}.items()]

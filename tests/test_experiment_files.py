@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from fl_privacy.data.skimage_data import DATASETS as SKIMAGE_DATASETS
-from fl_privacy.experiments import load_experiment, run_experiment
+from fl_privacy.experiments import load_experiment
+from fl_privacy.launch.runs import run_experiment
 from tests.conftest import require_data
 
 REPO = Path(__file__).resolve().parents[1]

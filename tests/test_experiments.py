@@ -13,9 +13,10 @@ import yaml
 
 from fl_privacy.audit import oneshot
 from fl_privacy.config import ConfigError
-from fl_privacy.experiments import is_experiment_file, load_experiment, run_experiment
+from fl_privacy.experiments import is_experiment_file, load_experiment
 from fl_privacy.experiments import runner as runner_module
 from fl_privacy.experiments.spec.names import ATTACK_METRICS, FEDERATION_METRICS
+from fl_privacy.launch.runs import run_experiment
 from tests.conftest import needs_mnist
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,8 @@ import clients.client_app as client_module
 from clients.client_app import app as client_app
 from fl_privacy.config import ConfigError, build_config
 from fl_privacy.launch.inprocess import InProcessGrid
-from strategies.server_app import discover_nodes, run_federation
+from strategies.nodes import discover_nodes
+from strategies.server_app import run_federation
 from tests.conftest import needs_mnist
 
 pytestmark = needs_mnist
@@ -96,7 +97,7 @@ def test_nodes_that_do_not_answer_in_time_are_a_clear_error(tiny_overrides):
 
 
 def test_cli_run_prints_a_progress_line_per_round(tmp_path, tiny_overrides, failing, capsys):
-    from fl_privacy.cli import main
+    from fl_privacy.launch.cli import main
 
     failing.add(1)
     sets = [a for k, v in tiny_overrides.items() for a in ("--set", f"{k}={v}")]

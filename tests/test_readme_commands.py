@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fl_privacy.cli import build_parser
 from fl_privacy.config import CONFIG_KEYS
+from fl_privacy.launch.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 PLACEHOLDER_FILES = {"experiment.yaml", "exp.yaml", "secagg.yaml"}

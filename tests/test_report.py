@@ -69,7 +69,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def experiment_dir(tmp_path_factory) -> Path:
-    from fl_privacy.experiments.runner import run_experiment
+    from fl_privacy.launch.runs import run_experiment
 
     folder = tmp_path_factory.mktemp("experiment")
     (folder / "tiny_report.yaml").write_text(_EXPERIMENT)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import clients.client_app as client_module
-from fl_privacy.cli import main
+from fl_privacy.launch.cli import main
 from tests.conftest import needs_mnist
 
 pytestmark = needs_mnist

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from clients.client_app import app as client_app
-from fl_privacy.cli import main as cli_main
 from fl_privacy.config import ConfigError, build_config
 from fl_privacy.defenses import DEFENSES, Defense, register_defense
 from fl_privacy.federation.aggregation import WeightedMean
 from fl_privacy.federation.recording import RecordedUpdate
 from fl_privacy.federation.run_setup import prepare
 from fl_privacy.federation.training import local_update
+from fl_privacy.launch.cli import main as cli_main
 from fl_privacy.launch.inprocess import InProcessGrid
 from strategies.server_app import run_federation
 from tests.conftest import needs_mnist

@@ -26,7 +26,7 @@ def test_runs_dir_env_replaces_the_default_out_dir(tmp_path, monkeypatch):
 def test_help_shows_no_raw_markup(capsys):
     import pytest
 
-    from fl_privacy.cli import main
+    from fl_privacy.launch.cli import main
 
     with pytest.raises(SystemExit):
         main(["--help"])

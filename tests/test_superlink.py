@@ -58,7 +58,7 @@ def test_stop_finds_the_one_flwr_started_for_this_home_and_nothing_else(home, tm
 
 
 def test_cli_status(home, capsys):
-    from fl_privacy.cli import main
+    from fl_privacy.launch.cli import main
 
     assert main(["superlink", "status"]) == 0
     assert "not running" in capsys.readouterr().out

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from fl_privacy.cli import main as cli_main
 from fl_privacy.config import ConfigError
-from fl_privacy.experiments import load_experiment, run_experiment
+from fl_privacy.experiments import load_experiment
 from fl_privacy.experiments.parallel import FAILED, RayOptions, RunsFailed, worker_env
+from fl_privacy.launch.cli import main as cli_main
+from fl_privacy.launch.runs import run_experiment
 from tests.conftest import needs_mnist
 from tests.test_experiments import FEDERATION_BASE, attack_experiment, read_rows, write
 

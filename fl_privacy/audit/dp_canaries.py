@@ -108,7 +108,8 @@ def _client_level(config: Any, model: torch.nn.Module, canaries: int, rounds: in
     from fl_privacy.defenses import DefenseContext
     from fl_privacy.dp.release import client_pipeline, release_update
     from fl_privacy.federation.aggregation import WeightedMean
-    from strategies.curious_fedavg import CuriousFedAvg, sample_clients
+    from fl_privacy.federation.sampling import sample_clients
+    from fl_privacy.federation.server_update import ServerUpdate
 
     mechanism = resolve(config)
     global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -132,7 +133,7 @@ def _client_level(config: Any, model: torch.nn.Module, canaries: int, rounds: in
     population = config.model_copy(update={"federation": config.federation.model_copy(update={"num_clients": canaries})})
     central = mechanism.name == "central"
     views = torch.zeros(canaries if not central else 1, sum(sizes), dtype=torch.float64)
-    strategy = CuriousFedAvg(population, None, params, {}) if central else None
+    server = ServerUpdate(population, params) if central else None
     for server_round in range(1, rounds + 1):
         chosen = sample_clients(population, server_round) if central else range(canaries)
         mean = WeightedMean()
@@ -149,9 +150,8 @@ def _client_level(config: Any, model: torch.nn.Module, canaries: int, rounds: in
             else:
                 views[i] += flat(sent)
         if central:
-            strategy._sent = global_state
-            released = strategy._server_step(mean.result() if chosen else dict(global_state), len(chosen),
-                                             server_round)
+            released = server.server_step(global_state, mean.result() if chosen else dict(global_state),
+                                          len(chosen), server_round)
             views[0] += flat(released)
     if central:
         views = views.expand(canaries, -1)

@@ -116,6 +116,13 @@ class FederationConfig(_Section):
     accept_failures: bool = Field(default=True, description="Continue past clients that fail or time out (Flower's "
                                   "term and default); they are recorded per round by partition id. false: the "
                                   "first failure stops the run.")
+    strategy: Literal["fedavg", "fedprox", "fedadam", "fedavgm"] = Field(
+        default="fedavg", description="The server's aggregation, wrapped by the recording server: fedavg (a "
+        "streaming weighted mean), fedprox (clients add (mu/2)||w - w_global||^2), fedadam, fedavgm (Flower's).")
+    proximal_mu: float = Field(default=0.01, ge=0, description="fedprox: mu of the clients' proximal term.")
+    server_lr: float | None = Field(default=None, gt=0, description="fedadam (eta, default 0.1) and fedavgm "
+                                    "(server learning rate, default 1.0); empty: Flower's default.")
+    server_momentum: float = Field(default=0.9, ge=0, lt=1, description="fedavgm: the server's momentum.")
 
 
 class TrainingConfig(_Section):

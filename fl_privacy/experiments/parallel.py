@@ -130,7 +130,8 @@ def _capacity(cpus: int, gpus: float) -> int:
 _LPIPS: Any = None
 
 
-def run_remote(experiment: Experiment, index: int, root: str, threads: int) -> Outcome:
+def run_remote(experiment: Experiment, index: int, root: str, threads: int,
+               run_federation: Callable[..., Any] | None = None) -> Outcome:
     """One run on a Ray worker: its own torch thread count, the same code as a serial run, errors sent back."""
     global _LPIPS
     import torch
@@ -142,7 +143,7 @@ def run_remote(experiment: Experiment, index: int, root: str, threads: int) -> O
     try:
         if _LPIPS is None:
             _LPIPS = runner._Lpips()  # one per worker process, as one per serial sweep
-        rows = runner.run_unit(experiment, experiment.units[index], Path(root), _LPIPS)
+        rows = runner.run_unit(experiment, experiment.units[index], Path(root), _LPIPS, run_federation)
         return Outcome(rows, time.time() - started)
     except Exception as err:  # noqa: BLE001 - a failing run is data; the sweep goes on
         return Outcome([], time.time() - started, f"{type(err).__name__}: {err}", traceback.format_exc(limit=20))
@@ -152,7 +153,8 @@ def run_remote(experiment: Experiment, index: int, root: str, threads: int) -> O
 
 
 def run_on_ray(experiment: Experiment, root: Path, todo: list[Unit], results: Any, options: RayOptions,
-               stream: Any, refresh: Callable[[], Any]) -> list[dict[str, Any]]:
+               stream: Any, refresh: Callable[[], Any], run_federation: Callable[..., Any] | None = None,
+               ) -> list[dict[str, Any]]:
     """Run ``todo`` on Ray, appending each finished run's rows to ``results``; returns the failures (also in
     ``DIR/failed.jsonl``). ``refresh`` rewrites the summary after each finished point."""
     import ray
@@ -162,7 +164,7 @@ def run_on_ray(experiment: Experiment, root: Path, todo: list[Unit], results: An
     with _terminate_gracefully():
         started_here = _connect(options, *options.per_run(experiment))
         try:
-            failures = _dispatch(experiment, root, todo, results, options, stream, refresh)
+            failures = _dispatch(experiment, root, todo, results, options, stream, refresh, run_federation)
         finally:
             if started_here:
                 ray.shutdown()
@@ -171,7 +173,7 @@ def run_on_ray(experiment: Experiment, root: Path, todo: list[Unit], results: An
 
 
 def _dispatch(experiment: Experiment, root: Path, todo: list[Unit], results: Any, options: RayOptions, stream: Any,
-              refresh: Callable[[], Any]) -> list[dict[str, Any]]:
+              refresh: Callable[[], Any], run_federation: Callable[..., Any] | None = None) -> list[dict[str, Any]]:
     """Keep at most ``workers`` runs in flight, take each back as it finishes (``ray.wait``), write its rows."""
     import ray
 
@@ -189,7 +191,7 @@ def _dispatch(experiment: Experiment, root: Path, todo: list[Unit], results: Any
             while queue and len(pending) < limit:
                 unit = queue.popleft()
                 threads = unit.point.configs[unit.seed].resources.threads or cpus
-                pending[remote.remote(shared, position[unit.row_id], str(root), threads)] = unit
+                pending[remote.remote(shared, position[unit.row_id], str(root), threads, run_federation)] = unit
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             unit = pending.pop(ref)
             outcome = _collect(ray, ref)

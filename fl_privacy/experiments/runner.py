@@ -25,25 +25,27 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from clients.client_app import app as client_app
 from fl_privacy.audit.oneshot import attack_once
-from fl_privacy.config import ExperimentConfig
+from fl_privacy.config import ConfigError, ExperimentConfig
 from fl_privacy.experiments.output_dir import RESULTS, Lock, ResultsFile, command
 from fl_privacy.experiments.parallel import FAILED, RayOptions, RunsFailed, check_options, run_on_ray
 from fl_privacy.experiments.spec.load import load_experiment
 from fl_privacy.experiments.spec.model import Experiment, Unit
 from fl_privacy.experiments.spec.names import ATTACK_METRICS, FEDERATION_METRICS, show
 from fl_privacy.experiments.tables import write_summary
-from fl_privacy.launch.inprocess import InProcessGrid
 from fl_privacy.metrics.catalog import ATTACK_PREFIX, IMAGE_QUALITY, PROBE_PREFIX, ROUND_MEANS, finite_means, prefixed
+from fl_privacy.reporting import RunDirectory
 from fl_privacy.reporting.experiment_report import write_experiment_report
-from strategies.server_app import run_federation
+
+RunFederation = Callable[[ExperimentConfig, str], RunDirectory]
+"""Runs one whole federation of a config into a run directory (``fl_privacy.launch.runs.run_inprocess``)."""
+
 
 # ----------------------------------------------------------------------------- one run
 
@@ -73,14 +75,18 @@ def _base_row(experiment: Experiment, unit: Unit, root: Path, run_dir: Path) -> 
     return row
 
 
-def run_unit(experiment: Experiment, unit: Unit, root: Path, lpips: _Lpips) -> list[dict[str, Any]]:
+def run_unit(experiment: Experiment, unit: Unit, root: Path, lpips: _Lpips,
+             run_federation: RunFederation | None = None) -> list[dict[str, Any]]:
     """One run in a fresh run directory (an unfinished one of an interrupted invocation is cleared first)."""
     run_dir = unit.run_dir(root)
     if run_dir.exists() and (root / "points") in run_dir.parents:
         shutil.rmtree(run_dir)
     if experiment.mode == "attack":
         return run_attack_unit(experiment, unit, root, lpips)
-    return run_federation_unit(experiment, unit, root)
+    if run_federation is None:
+        raise ConfigError("federation experiments need a function that runs a federation: run them with "
+                          "`fl-privacy run` or fl_privacy.launch.runs.run_experiment")
+    return run_federation_unit(experiment, unit, root, run_federation)
 
 
 def run_attack_unit(experiment: Experiment, unit: Unit, root: Path, lpips: _Lpips) -> list[dict[str, Any]]:
@@ -102,14 +108,13 @@ def run_attack_unit(experiment: Experiment, unit: Unit, root: Path, lpips: _Lpip
     return [row]
 
 
-def run_federation_unit(experiment: Experiment, unit: Unit, root: Path) -> list[dict[str, Any]]:
+def run_federation_unit(experiment: Experiment, unit: Unit, root: Path,
+                        run_federation: RunFederation) -> list[dict[str, Any]]:
     """One whole federation (in-process clients): one row, or one row per round when the report asks for rounds."""
     config = unit.point.configs[unit.seed]
     run_dir = unit.run_dir(root)
     started = time.time()
-    # failures come back as error replies: recorded, and the run stops after the round when accept_failures is false
-    grid = InProcessGrid(client_app, config.federation.num_clients, accept_failures=True)
-    run = run_federation(grid, config, str(run_dir))
+    run = run_federation(config, str(run_dir))
     wall = time.time() - started
     records = run.read_jsonl("rounds.jsonl")
     final = json.loads((run.root / "final.json").read_text()) if (run.root / "final.json").exists() else {}
@@ -164,6 +169,7 @@ def run_experiment(
     progress: bool = True,
     stream: Any = None,
     parallel: RayOptions | None = None,
+    run_federation: RunFederation | None = None,
 ) -> Path:
     """Validate the whole experiment, then run every unfinished point x seed x victim; return the output directory.
 
@@ -172,7 +178,7 @@ def run_experiment(
     ``ConfigError`` before any run when anything is wrong. ``parallel`` spreads
     the runs over Ray workers (``fl_privacy.experiments.parallel``); then a
     failing run is recorded and the others go on, and ``RunsFailed`` is raised
-    at the end."""
+    at the end. ``run_federation`` runs the federation points (the launcher passes one)."""
     stream = stream or sys.stdout
     started = time.time()
     experiment = load_experiment(path, overrides, profile, out=out)
@@ -181,11 +187,11 @@ def run_experiment(
     root = experiment.root
     root.mkdir(parents=True, exist_ok=True)
     with Lock(root):
-        return _run(experiment, root, started, progress, stream, parallel)
+        return _run(experiment, root, started, progress, stream, parallel, run_federation)
 
 
 def _run(experiment: Experiment, root: Path, started: float, progress: bool, stream: Any,
-         parallel: RayOptions | None = None) -> Path:
+         parallel: RayOptions | None = None, run_federation: RunFederation | None = None) -> Path:
     results = ResultsFile(root, experiment)
     done = results.open()
     units = experiment.units
@@ -207,7 +213,7 @@ def _run(experiment: Experiment, root: Path, started: float, progress: bool, str
 
     prepare_generators(experiment, todo, stream, progress)
     if parallel is not None:
-        return _run_parallel(experiment, root, todo, results, parallel, stream, summarize)
+        return _run_parallel(experiment, root, todo, results, parallel, stream, summarize, run_federation)
     lpips = _Lpips()
     from tqdm import tqdm
 
@@ -221,7 +227,7 @@ def _run(experiment: Experiment, root: Path, started: float, progress: bool, str
                 summarize("running")  # cheap: after each point, the table so far
             last_point = unit.point
             bar.set_postfix_str(_short(unit), refresh=True)
-            results.append(run_unit(experiment, unit, root, lpips))
+            results.append(run_unit(experiment, unit, root, lpips, run_federation))
             bar.update(1)
         finished = True
     finally:
@@ -232,12 +238,13 @@ def _run(experiment: Experiment, root: Path, started: float, progress: bool, str
 
 
 def _run_parallel(experiment: Experiment, root: Path, todo: list[Unit], results: ResultsFile, parallel: RayOptions,
-                  stream: Any, summarize: Any) -> Path:
+                  stream: Any, summarize: Any, run_federation: RunFederation | None = None) -> Path:
     """The runs on Ray workers (see ``parallel``); failed runs are listed in the summary and raised at the end."""
     failures: list[dict[str, Any]] = []
     status = "stopped early; rerun the command below to resume"
     try:
-        failures = run_on_ray(experiment, root, todo, results, parallel, stream, lambda: summarize("running"))
+        failures = run_on_ray(experiment, root, todo, results, parallel, stream, lambda: summarize("running"),
+                              run_federation)
         status = (f"{len(failures)} run(s) failed, errors in {FAILED}; rerun the command below to retry them"
                   if failures else "finished")
     finally:

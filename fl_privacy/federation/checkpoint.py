@@ -89,6 +89,9 @@ def check_resumable(run_root: Path, config: ExperimentConfig, grid: Any) -> None
     if differ:
         raise ConfigError(f"--resume: the config differs from the run's config.yaml in {differ}: resume with the same "
                           "config and --set values (only resources.* may change)")
+    if config.federation.strategy in ("fedadam", "fedavgm"):
+        raise ConfigError(f"--resume: federation.strategy={config.federation.strategy} keeps server optimizer state "
+                          "(moments) that checkpoints do not hold; start the run again")
     if config.defenses and not hasattr(grid, "client_states"):
         raise ConfigError("--resume with defenses needs --backend inprocess (the clients' defense state lives in "
                           "Ray's actors and is not checkpointed)")

@@ -55,7 +55,8 @@ def client_update(
     dpsgd = None
     if mechanism is not None and mechanism.name == "sample":
         dpsgd = (mechanism.clip, mechanism.noise_multiplier, torch.Generator().manual_seed(seed + 1))
-    result = local_update(model, data, steps, config.training, config.data.normalize, device, dpsgd)
+    result = local_update(model, data, steps, config.training, config.data.normalize, device, dpsgd,
+                          proximal_mu(config))
     if result.kind == "gradient":
         update = dict(result.shared)
     else:
@@ -75,3 +76,8 @@ def client_update(
     if metrics_policy == "withhold":
         return ClientReply(arrays, None, None, payload)
     return ClientReply(arrays, result.num_examples, result.train_loss, payload)
+
+
+def proximal_mu(config: ExperimentConfig) -> float:
+    """FedProx's mu when the server runs FedProx (the clients add its proximal term), else 0."""
+    return config.federation.proximal_mu if config.federation.strategy == "fedprox" else 0.0

@@ -72,10 +72,13 @@ def local_update(
     normalize: bool = True,
     device: str | torch.device = "cpu",
     dpsgd: tuple[float, float, torch.Generator] | None = None,
+    proximal_mu: float = 0.0,
 ) -> LocalResult:
     """Run the client's local training on ``steps`` and return what it shares.
 
     ``dpsgd = (clip, noise_multiplier, generator)``: sample-level DP-SGD (``fl_privacy.dp.release``).
+    ``proximal_mu``: FedProx's proximal term (FedAvg's local steps only; a FedSGD gradient is taken at the
+    global model, where the term's gradient is zero).
     """
     model = model.to(device).train(training.model_mode == "train")
     params, buffers = split_state(model)
@@ -98,7 +101,8 @@ def local_update(
         shared = {k: g.detach() for k, g in zip(live, grads)}
         return LocalResult(shared, buffers, "gradient", len(steps[0]), float(loss.detach()), steps)
     new_params, losses = sgd_steps(
-        model, params, buffers, batches, training.lr, training.momentum, training.weight_decay
+        model, params, buffers, batches, training.lr, training.momentum, training.weight_decay,
+        proximal_mu=proximal_mu,
     )
     num_examples = len(np.unique(np.concatenate(steps)))
     return LocalResult(new_params, buffers, "weights", num_examples, float(torch.stack(losses).mean()), steps)

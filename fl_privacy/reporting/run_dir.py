@@ -23,7 +23,6 @@ from fl_privacy.reporting.records import RoundRecord
 
 def environment_info() -> dict[str, Any]:
     """Versions and devices, stored with every run (contract: every number can be regenerated)."""
-    import flwr
     import numpy
     import torchvision
 
@@ -36,7 +35,7 @@ def environment_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "flwr": flwr.__version__ if hasattr(flwr, "__version__") else _dist_version("flwr"),
+        "flwr": _dist_version("flwr"),  # installed version, without importing Flower
         "numpy": numpy.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "cpus": os.cpu_count(),

@@ -1,4 +1,4 @@
-"""Bad inputs a new user makes, each run through ``fl_privacy.cli.main`` in this process.
+"""Bad inputs a new user makes, each run through ``fl_privacy.launch.cli.main`` in this process.
 
 Every case builds its inputs in a temporary folder and gets classified:
 
@@ -122,7 +122,7 @@ def _wrong_domain(d: dict) -> dict:
 
 
 def _reused_out(folder: Path) -> list[str]:
-    from fl_privacy.cli import main
+    from fl_privacy.launch.cli import main
 
     config = _tiny(folder)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -256,7 +256,7 @@ def _run_dirs(folder: Path, before: set[Path]) -> list[Path]:
 
 def run_case(case: Case, folder: Path) -> tuple[str, str]:
     """(category, what the user saw) for one case, inputs under ``folder`` (created)."""
-    from fl_privacy.cli import main
+    from fl_privacy.launch.cli import main
 
     folder.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FL_PRIVACY_RUNS_DIR", str(folder / "runs-default"))

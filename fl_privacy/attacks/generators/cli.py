@@ -1,6 +1,6 @@
 """``fl-privacy train-generator``: train the attacker's DCGAN on public auxiliary data.
 
-Wired into ``fl_privacy.cli`` with ``add_train_generator_parser(sub)``; the handler
+Wired into ``fl_privacy.launch.cli`` with ``add_train_generator_parser(sub)``; the handler
 is set as ``func`` like the other sub-commands.
 
     fl-privacy train-generator --dataset cifar10 --classes 0,1,2,3,4 --epochs 25 \

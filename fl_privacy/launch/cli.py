@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fl_privacy.config import ConfigError, ExperimentConfig, load_config
 
@@ -74,16 +74,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     prepare(config)  # fail fast, before any worker starts
     _replace_if_forced(args)
     if args.backend == "inprocess":
-        from clients.client_app import app as client_app
-        from fl_privacy.launch.inprocess import InProcessGrid
+        from fl_privacy.launch.runs import run_inprocess
         from fl_privacy.progress import RoundProgress
-        from strategies.server_app import run_federation
 
-        nodes = args.supernodes or config.federation.num_clients
-        # failures come back as error replies: the strategy records them, and the run stops after the
-        # round's record when federation.accept_failures is false
-        grid = InProcessGrid(client_app, nodes, accept_failures=True)
-        run = run_federation(grid, config, args.out, RoundProgress(config.federation.rounds), resume=args.resume)
+        run = run_inprocess(config, args.out, RoundProgress(config.federation.rounds), args.resume, args.supernodes)
         print(f"run directory: {run.root}")
         return 0
     return _run_ray(config, args)
@@ -124,6 +118,7 @@ def _run_experiment(args: argparse.Namespace) -> int:
     """An experiment sweep: serially in this process, or over Ray workers with --workers / --ray-address."""
     from fl_privacy.experiments import run_experiment
     from fl_privacy.experiments.parallel import RayOptions, RunsFailed
+    from fl_privacy.launch.runs import run_inprocess
 
     parallel = None
     if args.workers is not None or args.ray_address:
@@ -133,7 +128,8 @@ def _run_experiment(args: argparse.Namespace) -> int:
         raise ConfigError("--cpus-per-run/--gpus-per-run apply to runs on Ray workers: add --workers N "
                           "(or --ray-address ADDR)")
     try:
-        out = run_experiment(args.config, list(args.set or []), args.out, args.profile, parallel=parallel)
+        out = run_experiment(args.config, list(args.set or []), args.out, args.profile, parallel=parallel,
+                             run_federation=run_inprocess)
     except RunsFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -143,41 +139,14 @@ def _run_experiment(args: argparse.Namespace) -> int:
 
 def _run_ray(config: ExperimentConfig, args: argparse.Namespace) -> int:
     """Flower's Simulation Engine (Ray) in this process: clients run in parallel actors."""
-    import warnings
+    from fl_privacy.launch.runs import run_ray
+    from fl_privacy.progress import RoundProgress
 
-    from flwr.serverapp import ServerApp
-    from flwr.simulation import run_simulation
-
-    from clients.client_app import app as client_app
-    from strategies.server_app import run_federation
-
-    runs: list = []
-    server_app = ServerApp()
-
-    @server_app.main()
-    def _main(grid, context) -> None:  # noqa: ANN001, ARG001
-        from fl_privacy.progress import RoundProgress
-
-        runs.append(run_federation(grid, config, args.out, RoundProgress(config.federation.rounds),
-                                   resume=args.resume))
-
-    # Ray starts its worker processes at nice 15 unless told otherwise; clients are the simulation's work, so
-    # they run at normal priority (export RAY_worker_niceness=15 to get Ray's default back).
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    res = config.resources
-    backend_config = {
-        "client_resources": {"num_cpus": res.client_cpus, "num_gpus": res.client_gpus},
-        "init_args": {"logging_level": "ERROR", "log_to_driver": False},
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        run_simulation(server_app=server_app, client_app=client_app,
-                       num_supernodes=args.supernodes or config.federation.num_clients,
-                       backend_config=backend_config)
-    if not runs or not (runs[0].root / "final.json").exists():
+    run = run_ray(config, args.out, RoundProgress(config.federation.rounds), args.resume, args.supernodes)
+    if run is None or not (run.root / "final.json").exists():
         print("the simulation did not finish; see the log above", file=sys.stderr)
         return 1
-    print(f"run directory: {runs[0].root}")
+    print(f"run directory: {run.root}")
     return 0
 
 
@@ -206,7 +175,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:  # noqa: ARG001
+def cmd_doctor(args: argparse.Namespace) -> int:
     """Say which datasets, devices and optional weights this machine has."""
     from fl_privacy.doctor import report
 
@@ -240,16 +209,8 @@ def cmd_audit_dp(args: argparse.Namespace) -> int:
     return 1 if result["violation"] else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fl-privacy", description=(__doc__ or "").replace("``", ""),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def with_config(p: argparse.ArgumentParser) -> None:
-        p.add_argument("config", nargs="?", help="YAML experiment file (defaults apply when omitted)")
-        p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set training.lr=0.1 (repeatable)")
-
+def _add_run_parser(sub: argparse._SubParsersAction, with_config: Callable[[argparse.ArgumentParser], None]) -> None:
+    """``fl-privacy run``: one federation (in-process or on Ray) or an experiment sweep."""
     run = sub.add_parser("run", help="run a simulation defined by a YAML config")
     with_config(run)
     run.add_argument("--out", help="run directory (default: <out_dir>/<name>-<timestamp>)")
@@ -276,6 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --workers/--ray-address: GPUs per run, a fraction such as 0.25 shares one GPU "
                           "(default: experiment.resources.gpus, else 0)")
     run.set_defaults(func=cmd_run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fl-privacy", description=(__doc__ or "").replace("``", ""),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", nargs="?", help="YAML experiment file (defaults apply when omitted)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set training.lr=0.1 (repeatable)")
+
+    _add_run_parser(sub, with_config)
 
     attack = sub.add_parser("attack", help="build one client update and attack it (no federation)")
     with_config(attack)
@@ -321,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except RuntimeError as err:
-        from fl_privacy.federation.failures import RunStopped  # light module; the Flower glue stays a lazy import
+        from fl_privacy.federation.failures import RunStopped
 
         if not isinstance(err, RunStopped):
             raise
