@@ -14,7 +14,7 @@ import yaml
 from fl_privacy.audit import oneshot
 from fl_privacy.config import ConfigError
 from fl_privacy.experiments import is_experiment_file, load_experiment
-from fl_privacy.experiments import runner as runner_module
+from fl_privacy.experiments import units as units_module
 from fl_privacy.experiments.spec.names import ATTACK_METRICS, FEDERATION_METRICS
 from fl_privacy.launch.runs import run_experiment
 from tests.conftest import needs_mnist
@@ -80,7 +80,7 @@ def counting(monkeypatch, fail_after: int | None = None) -> list[int]:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner_module, "attack_once", wrapper)
+    monkeypatch.setattr(units_module, "attack_once", wrapper)
     return calls
 
 

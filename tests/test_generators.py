@@ -15,7 +15,7 @@ from fl_privacy.attacks.generators import (
     load_generator,
     to_attack_space,
 )
-from fl_privacy.attacks.generators.cli import add_train_generator_parser, parse_classes
+from fl_privacy.launch.train_generator import add_train_generator_parser, parse_classes
 from fl_privacy.attacks.generators.saved import CHECKPOINT_FORMAT
 from fl_privacy.attacks.threat import Observation
 from fl_privacy.audit.auxiliary import train_generator

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fl_privacy.audit.advice import degenerate_attack_warnings
+from fl_privacy.audit.ready import prepare_checked
 from fl_privacy.audit.round_notes import attack_note, round_line, run_notes, run_status
 from fl_privacy.audit.server_hooks import attack_means, igsa_metrics, probe_metrics, victim_hook
 from fl_privacy.config import ExperimentConfig
@@ -26,7 +27,7 @@ from fl_privacy.federation.checkpoint import RoundCheckpoint, check_resumable, t
 from fl_privacy.federation.evaluation import evaluate_model
 from fl_privacy.federation.failures import RunStopped
 from fl_privacy.federation.recording import UpdateRecorder
-from fl_privacy.federation.run_setup import build_model_for, load_split, prepare, resolve_device, victim_steps
+from fl_privacy.federation.run_setup import build_model_for, load_split, resolve_device, victim_steps
 from fl_privacy.federation.server_update import check_strategy
 from fl_privacy.progress import RoundProgress
 from fl_privacy.reporting import RunDirectory, write_summary
@@ -48,7 +49,7 @@ class FederatedRun:
         if config.resources.threads:
             torch.set_num_threads(config.resources.threads)
         self.config, self.out, self.resuming, self.clients, self.progress = config, out, resume, clients, progress
-        self.setup = prepare(config)  # fails fast on bad data/partition/model settings
+        self.setup = prepare_checked(config)  # fails fast on bad data/partition/model settings
         check_strategy(config)
         self.device = resolve_device(config.resources.device)  # before the run directory: a failed check leaves none
         if resume:

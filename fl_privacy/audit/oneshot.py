@@ -17,12 +17,13 @@ import torch
 from fl_privacy.audit import preflight
 from fl_privacy.audit.advice import degenerate_attack_warnings
 from fl_privacy.audit.observe import VictimTruth
+from fl_privacy.audit.ready import prepare_checked
 from fl_privacy.audit.run_attacks import attack_update
 from fl_privacy.config import ConfigError, ExperimentConfig
 from fl_privacy.data import ImageData
 from fl_privacy.federation.client import client_update
 from fl_privacy.federation.recording import RecordedUpdate, UpdateRecorder, public_num_examples
-from fl_privacy.federation.run_setup import build_model_for, load_split, prepare, resolve_device, victim_steps
+from fl_privacy.federation.run_setup import build_model_for, load_split, resolve_device, victim_steps
 from fl_privacy.federation.training import batch_schedule
 from fl_privacy.reporting import RunDirectory
 from fl_privacy.reporting.records import RoundRecord, VictimEntry
@@ -43,7 +44,7 @@ def victim_data(config: ExperimentConfig, client: int | None, split: str, indice
                               f"(one update of all of them) or attack each index in its own call")
         steps = batch_schedule(np.asarray(sorted(set(indices))), config.training, config.seed, 1, pid)
         return data, steps, pid
-    setup = prepare(config)
+    setup = prepare_checked(config)
     pid = client if client is not None else (config.attack.victim_ids or [0])[0]
     if not 0 <= pid < len(setup.partitions):
         raise ConfigError(f"client {pid} outside 0..{len(setup.partitions) - 1}")

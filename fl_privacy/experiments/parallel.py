@@ -136,14 +136,14 @@ def run_remote(experiment: Experiment, index: int, root: str, threads: int,
     global _LPIPS
     import torch
 
-    from fl_privacy.experiments import runner
+    from fl_privacy.experiments import units
 
     torch.set_num_threads(threads)
     started = time.time()
     try:
         if _LPIPS is None:
-            _LPIPS = runner._Lpips()  # one per worker process, as one per serial sweep
-        rows = runner.run_unit(experiment, experiment.units[index], Path(root), _LPIPS, run_federation)
+            _LPIPS = units.LpipsCache()  # one per worker process, as one per serial sweep
+        rows = units.run_unit(experiment, experiment.units[index], Path(root), _LPIPS, run_federation)
         return Outcome(rows, time.time() - started)
     except Exception as err:  # noqa: BLE001 - a failing run is data; the sweep goes on
         return Outcome([], time.time() - started, f"{type(err).__name__}: {err}", traceback.format_exc(limit=20))

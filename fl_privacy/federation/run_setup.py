@@ -51,7 +51,10 @@ def load_split(config: ExperimentConfig, split: str) -> ImageData:
 
 
 def prepare(config: ExperimentConfig) -> RunSetup:
-    """Load the training split, partition it and check every client can train as configured."""
+    """Load the training split, partition it and check every client can train as configured.
+
+    Whether the run can also be *attacked* as configured is the evaluator's check:
+    ``fl_privacy.audit.preflight.prepare_checked``."""
     train = load_split(config, "train")
     try:
         partitions = client_partitions(train.labels, config.data, config.federation.num_clients, config.seed)
@@ -65,22 +68,7 @@ def prepare(config: ExperimentConfig) -> RunSetup:
             f"change data.partition / data.alpha / data.samples_per_client"
         )
     build_model_for(config, train)  # fails fast when the model does not fit the images
-    _check_attackable(config, partitions, train.shape)
     return RunSetup(config, train, partitions)
-
-
-def _check_attackable(config: ExperimentConfig, partitions: tuple[np.ndarray, ...],
-                      image_shape: tuple[int, ...]) -> None:
-    """The evaluator's pre-flight checks (``fl_privacy.audit.preflight``) on this run's update sizes."""
-    from fl_privacy.audit import preflight
-
-    gia = None
-    if config.attack.name != "none":
-        from fl_privacy.audit.run_attacks import gia_config
-
-        gia = gia_config(config)  # preset, overrides and the knowledge they need
-    preflight.check_attack_size(config, [images_per_update(config, len(p)) for p in partitions], gia)
-    preflight.check_generator_fits(config, image_shape)
 
 
 def images_per_update(config: ExperimentConfig, partition_size: int) -> int:

@@ -16,8 +16,9 @@ from fl_privacy.experiments.spec.model import Experiment
 def preflight(experiment: Experiment) -> None:
     """Data, models, victims and attack knowledge of every point x seed, before the first run."""
     from fl_privacy.attacks import needs_generator
+    from fl_privacy.audit.ready import prepare_checked
     from fl_privacy.audit.run_attacks import gia_config
-    from fl_privacy.federation.run_setup import build_model_for, images_per_update, load_split, prepare
+    from fl_privacy.federation.run_setup import build_model_for, images_per_update, load_split
 
     models_checked: set[str] = set()
     for point in experiment.points:
@@ -25,7 +26,7 @@ def preflight(experiment: Experiment) -> None:
             where = f"sweep point {point.index + 1} of {len(experiment.points)} ({point.label()}), seed {seed}"
             try:
                 if experiment.mode == "federation":
-                    prepare(config)
+                    prepare_checked(config)
                     continue
                 if config.attack.name == "none":
                     raise ConfigError("attack.name is 'none': mode 'attack' needs an attack (e.g. attack.name: "
@@ -36,7 +37,7 @@ def preflight(experiment: Experiment) -> None:
                 if needs_generator(config.attack.name):
                     _check_generator_data(experiment, config)
                 if point.victims and point.victims[0].client is not None:
-                    setup = prepare(config)
+                    setup = prepare_checked(config)
                     bad = [v.client for v in point.victims if not 0 <= v.client < len(setup.partitions)]
                     if bad:
                         raise ConfigError(f"victims.clients {bad} outside 0..{len(setup.partitions) - 1}")
