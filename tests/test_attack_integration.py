@@ -13,6 +13,7 @@ from fl_privacy.attacks import attack_names
 from fl_privacy.attacks.gia import PRESETS
 from fl_privacy.audit.observe import VictimTruth, observe
 from fl_privacy.audit.oneshot import attack_once
+from fl_privacy.audit.ready import prepare_checked
 from fl_privacy.config import ConfigError, ThreatConfig, build_config
 from fl_privacy.federation.recording import RecordedUpdate
 from fl_privacy.federation.run_setup import prepare, victim_steps
@@ -40,9 +41,9 @@ def test_attack_names_are_the_presets():
 
 def test_latent_attack_needs_a_generator(tmp_path):
     with pytest.raises(ConfigError, match="fl-privacy train-generator"):
-        prepare(build_config({}, {**ATTACKED, "attack.name": "gias"}))
+        prepare_checked(build_config({}, {**ATTACKED, "attack.name": "gias"}))
     with pytest.raises(ConfigError, match="does not exist"):
-        prepare(build_config({}, {**ATTACKED, "attack.name": "ggl", "attack.generator": str(tmp_path / "g.pt")}))
+        prepare_checked(build_config({}, {**ATTACKED, "attack.name": "ggl", "attack.generator": str(tmp_path / "g.pt")}))
 
 
 def _observation(threat: ThreatConfig, algorithm: str = "fedavg"):
@@ -110,7 +111,7 @@ def test_attack_size_is_checked_before_round_one():
     overrides = {**ATTACKED, "training.algorithm": "fedavg", "data.samples_per_client": 200,
                  "training.batch_size": 8, "attack.max_images": 64}
     with pytest.raises(ConfigError, match="would reconstruct 200 images"):
-        prepare(build_config({}, overrides))
+        prepare_checked(build_config({}, overrides))
 
 
 def test_one_shot_attack_recovers_an_mnist_digit(tmp_path):
@@ -138,9 +139,9 @@ def test_granted_labels_are_used_and_missing_knowledge_fails_fast():
     assert gia_config(granted).labels == "known"
     assert gia_config(build_config({}, {**ATTACKED, "attack.name": "inverting_gradients"})).labels == "infer"
     with pytest.raises(ConfigError, match="bn_statistics"):
-        prepare(build_config({}, {**ATTACKED, "attack.name": "see_through_gradients"}))
+        prepare_checked(build_config({}, {**ATTACKED, "attack.name": "see_through_gradients"}))
     with pytest.raises(ConfigError, match="does not grant labels"):
-        prepare(build_config({}, {**ATTACKED, "attack.name": "inverting_gradients", "attack.gia.labels": "known"}))
+        prepare_checked(build_config({}, {**ATTACKED, "attack.name": "inverting_gradients", "attack.gia.labels": "known"}))
 
 
 def test_federation_runs_membership_inference(tmp_path):
