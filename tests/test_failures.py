@@ -114,6 +114,28 @@ def test_an_error_and_a_timeout_on_one_node_are_told_apart(tmp_path, tiny_overri
     assert first["timeouts"] == 1 and list(first["failure_reasons"]) == ["0"]
 
 
+class UnavailableGrid(InProcessGrid):
+    """The SuperLink answers client 3's message itself (its node went away): an error from the SuperLink's id."""
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from flwr.app import Error, Message
+        from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+
+        for message in messages:
+            (reply,) = super().send_and_receive([message], timeout=timeout)
+            if message.metadata.message_type == "train" and message.content["config"]["partition-id"] == 3:
+                reply = Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="node unavailable"), reply_to=message)
+                reply.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+            yield reply
+
+
+def test_an_error_the_superlink_sends_names_the_client_whose_message_it_answers(tmp_path, tiny_overrides):
+    run = _run(tmp_path, {**tiny_overrides, **HOSTED}, UnavailableGrid, nodes=2)
+    (_, first) = run.read_jsonl("rounds.jsonl")
+    assert first["failed_partitions"] == [3] and first["timeouts"] == 0
+    assert first["failure_reasons"] == {"3": "node unavailable"}
+
+
 class SilentGrid(InProcessGrid):
     """SuperNodes that are registered but do not answer yet (client processes still starting)."""
 
