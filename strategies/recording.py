@@ -17,14 +17,14 @@ from functools import cache
 from logging import INFO
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.federation.protocol import CONFIG_KEY, NUM_EXAMPLES_KEY, PARTITION_KEY, PAYLOAD_KEY, TRAIN_LOSS_KEY
-from fl_privacy.federation.sampling import host_nodes, partition_of_node, sample_clients
+from fl_privacy.federation.sampling import host_nodes, partition_of_reply, sample_clients
 from fl_privacy.federation.server_round import RoundLedger
 from fl_privacy.federation.server_update import ServerUpdate
 from fl_privacy.sgd import apply_gradient
@@ -42,6 +42,8 @@ class RecordingStrategy(Strategy):
         self.node_partitions = node_partitions
         self.round_offset = 0
         """Rounds finished before a resume: Flower counts from 1 again, the records keep the run's numbers."""
+        self._routed: list[tuple[Metadata, int]] = []
+        """This round's train messages (their metadata: the grid fills in the id when it sends) -> partition."""
 
     def summary(self) -> None:
         log(INFO, "\t├──> Recording server around %s", type(self.inner).__name__)
@@ -58,9 +60,12 @@ class RecordingStrategy(Strategy):
         shared = {**self._inner_config(server_round, arrays, config, grid), **dict(config)}
         log(INFO, "configure_train: %d of %d clients on %d SuperNodes", len(chosen), self.config.federation.num_clients,
             len(self.node_partitions))
-        return [Message(RecordDict({"arrays": arrays, "config": ConfigRecord({**shared, PARTITION_KEY: pid})}),
-                        node, MessageType.TRAIN)
-                for pid, node in host_nodes(chosen, self.node_partitions)]
+        routing = host_nodes(chosen, self.node_partitions)
+        messages = [Message(RecordDict({"arrays": arrays, "config": ConfigRecord({**shared, PARTITION_KEY: pid})}),
+                            node, MessageType.TRAIN)
+                    for pid, node in routing]
+        self._routed = [(message.metadata, pid) for message, (pid, _) in zip(messages, routing, strict=True)]
+        return messages
 
     def _inner_config(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> dict:
         """Let the inner strategy start its round (its state, its config keys such as FedProx's
@@ -86,6 +91,7 @@ class RecordingStrategy(Strategy):
         for _ in plain:  # whatever the inner strategy left unread still counts (failures, victims)
             pass
         metrics = self.ledger.finish(server_round)
+        self._routed = []
         if arrays is not None:
             arrays = self._like_sent(arrays)
         return arrays, (MetricRecord(metrics) if metrics is not None else None)
@@ -97,7 +103,8 @@ class RecordingStrategy(Strategy):
         for message in replies:
             if message.has_error():
                 node = message.metadata.src_node_id
-                pid = partition_of_node(node, self.node_partitions, self.config.federation.num_clients)
+                routing = [(m.message_id, m.dst_node_id, pid) for m, pid in self._routed]
+                pid = partition_of_reply(message.metadata.reply_to_message_id, node, routing)
                 self.ledger.failed(server_round, pid, node, message.error.reason)
                 continue
             metrics, received = message.content["metrics"], message.content["arrays"]

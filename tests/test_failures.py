@@ -30,9 +30,9 @@ def failing(monkeypatch):
     return ids
 
 
-def _run(tmp_path, overrides, grid_type=InProcessGrid):
+def _run(tmp_path, overrides, grid_type=InProcessGrid, nodes=None):
     config = build_config({}, overrides)
-    grid = grid_type(client_app, config.federation.num_clients, accept_failures=True)
+    grid = grid_type(client_app, nodes or config.federation.num_clients, accept_failures=True)
     return run_federation(grid, config, out=str(tmp_path / "run"))
 
 
@@ -82,6 +82,60 @@ def test_replies_lost_to_the_timeout_are_counted(tmp_path, tiny_overrides):
     assert victim["failed"] and "round_timeout" in victim["reason"]
 
 
+HOSTED = {"federation.rounds": 1, "federation.num_clients": 4, "attack.victim_ids": "1"}
+"""Four clients on two SuperNodes: clients 0 and 2 on the node with partition-id 0, 1 and 3 on the other."""
+
+
+def test_two_failing_clients_on_one_node_count_as_two(tmp_path, tiny_overrides, failing):
+    failing.update({0, 2})
+    run = _run(tmp_path, {**tiny_overrides, **HOSTED}, nodes=2)
+    (_, first) = run.read_jsonl("rounds.jsonl")
+    assert first["clients"] == 2 and first["partitions"] == [1, 3]
+    assert first["failures"] == 2 and first["failed_partitions"] == [0, 2] and first["timeouts"] == 0
+    assert {k: v for k, v in first["failure_reasons"].items()} == {
+        "0": "RuntimeError: disk full on client 0", "2": "RuntimeError: disk full on client 2"}
+
+
+class LosingGrid(InProcessGrid):
+    """Loses the reply of client 2 (as after the round's timeout); client 0 on the same node raises."""
+
+    def send_and_receive(self, messages, *, timeout=None):
+        for reply in super().send_and_receive(messages, timeout=timeout):
+            if reply.metadata.message_type != "train" or reply.has_error() or reply.content["metrics"][
+                    "partition-id"] != 2:
+                yield reply
+
+
+def test_an_error_and_a_timeout_on_one_node_are_told_apart(tmp_path, tiny_overrides, failing):
+    failing.add(0)
+    run = _run(tmp_path, {**tiny_overrides, **HOSTED}, LosingGrid, nodes=2)
+    (_, first) = run.read_jsonl("rounds.jsonl")
+    assert first["failures"] == 2 and first["failed_partitions"] == [0, 2]
+    assert first["timeouts"] == 1 and list(first["failure_reasons"]) == ["0"]
+
+
+class UnavailableGrid(InProcessGrid):
+    """The SuperLink answers client 3's message itself (its node went away): an error from the SuperLink's id."""
+
+    def send_and_receive(self, messages, *, timeout=None):
+        from flwr.app import Error, Message
+        from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+
+        for message in messages:
+            (reply,) = super().send_and_receive([message], timeout=timeout)
+            if message.metadata.message_type == "train" and message.content["config"]["partition-id"] == 3:
+                reply = Message(Error(code=ErrorCode.NODE_UNAVAILABLE, reason="node unavailable"), reply_to=message)
+                reply.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+            yield reply
+
+
+def test_an_error_the_superlink_sends_names_the_client_whose_message_it_answers(tmp_path, tiny_overrides):
+    run = _run(tmp_path, {**tiny_overrides, **HOSTED}, UnavailableGrid, nodes=2)
+    (_, first) = run.read_jsonl("rounds.jsonl")
+    assert first["failed_partitions"] == [3] and first["timeouts"] == 0
+    assert first["failure_reasons"] == {"3": "node unavailable"}
+
+
 class SilentGrid(InProcessGrid):
     """SuperNodes that are registered but do not answer yet (client processes still starting)."""
 
@@ -117,3 +171,12 @@ def test_progress_bar_prints_plain_lines_when_not_a_terminal(capsys):
     bar.close()
     err = capsys.readouterr().err
     assert "\r" not in err and err.count("\n") >= 2 and "GIA" in err
+
+
+def test_an_error_reply_is_attributed_by_the_message_it_answers():
+    from fl_privacy.federation.sampling import partition_of_reply
+
+    routing = [("m0", 7, 0), ("m1", 8, 1), ("m2", 7, 2)]
+    assert partition_of_reply("m2", 7, routing) == 2 and partition_of_reply("m0", 7, routing) == 0
+    assert partition_of_reply("", 8, routing) == 1  # no id, but node 8 was sent one client only
+    assert partition_of_reply("", 7, routing) is None  # node 7 hosts two: unknown, never a guess

@@ -20,6 +20,7 @@ import torch
 from fl_privacy.attacks.mia import MIAConfig, audit_split, plot_roc, roc_metrics, run_global_mia
 from fl_privacy.attacks.mia.gradient import score_recorded_update
 from fl_privacy.attacks.mia.reference import train_reference_models
+from fl_privacy.audit.mia_references import REFERENCE_FILE, reference_settings, reused_or_trained
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.data import ImageData
 from fl_privacy.federation.recording import RecordedUpdate
@@ -79,10 +80,12 @@ class MembershipAuditor:
             rng = np.random.default_rng([cfg.seed, 17])
             unseen = min(cfg.rmia_population, len(self.reference_pool) // 4) if "rmia_offline" in cfg.attacks else 0
             train_pool = np.sort(rng.permutation(self.reference_pool)[unseen:])
-            self._reference = train_reference_models(
-                self.factory, self.data, train_pool, cfg.n_reference_models, cfg.epochs, cfg.batch_size, cfg.lr,
-                cfg.seed, self.device, momentum=cfg.momentum, weight_decay=cfg.weight_decay, normalize=cfg.normalize,
-            )
+            self._reference = reused_or_trained(  # saved in the run: a resumed run reuses them
+                self.out_dir / REFERENCE_FILE, reference_settings(self.config, cfg, train_pool), self.factory,
+                self.device, lambda: train_reference_models(
+                    self.factory, self.data, train_pool, cfg.n_reference_models, cfg.epochs, cfg.batch_size, cfg.lr,
+                    cfg.seed, self.device, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                    normalize=cfg.normalize))
         return self._reference
 
     def audit(self, server_round: int, model: torch.nn.Module) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Flower hands the strategy error replies (a ClientApp raised) and drops replies that
 arrive after ``federation.round_timeout``; both end up here, by partition id, so
-the round's record, the log and ``summary.md`` can say who failed.
+the round's record, the log and ``summary.md`` can say who failed. An error reply
+is attributed to the partition its train message asked for (not to its node: a
+SuperNode may host several clients), so each failing client counts once.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class RoundFailures:
     planned: list[int]
     """Partition ids that were sent a train message."""
     errors: dict[int | str, str] = field(default_factory=dict)
-    """Partition id (or ``node N`` when the node hosts several) -> short reason."""
+    """Partition id -> short reason (``node N`` only when the reply names no train message of the round)."""
 
     def add_error(self, partition: int | None, node: int, reason: str) -> str:
         key: int | str = partition if partition is not None else f"node {node}"

@@ -30,10 +30,17 @@ def host_nodes(chosen: list[int], node_partitions: dict[int, int]) -> list[tuple
     return [(pid, host[pid % len(host)]) for pid in chosen]
 
 
-def partition_of_node(node: int, node_partitions: dict[int, int], num_clients: int) -> int | None:
-    """The client a failed reply came from, when each node hosts exactly one client (else unknown: None)."""
-    hosted = len(node_partitions) == num_clients
-    return node_partitions.get(node) if hosted else None
+def partition_of_reply(reply_to: str, node: int, sent: list[tuple[str, int, int]]) -> int | None:
+    """The client an error reply (it has no content) stands for: the partition of the train message it answers.
+
+    ``sent`` is the round's routing, (message id, node, partition) per train message; a reply names
+    its message by id, so two failing clients on one node stay two. Without a known id, the only client
+    its node was sent this round; None when the node was sent several."""
+    for message_id, _, partition in sent:
+        if message_id and message_id == reply_to:
+            return partition
+    on_node = [partition for _, dst, partition in sent if dst == node]
+    return on_node[0] if len(on_node) == 1 else None
 
 
 def client_partition(node_config: dict, assigned: int | None, num_clients: int) -> int:

@@ -68,7 +68,7 @@ class RoundLedger:
         return self.recorder is not None and self.recorder.wants(server_round, pid)
 
     def failed(self, server_round: int, pid: int | None, node: int, reason: str) -> None:
-        """An error reply (``pid`` None when the node hosts several clients)."""
+        """An error reply, by the partition its train message asked for (None: the reply names no message)."""
         opened = self._round()
         reason = opened.failures.add_error(pid, node, reason)
         who = f"client {pid}" if pid is not None else f"a client on node {node}"

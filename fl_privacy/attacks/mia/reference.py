@@ -14,7 +14,10 @@ reference model is OUT for every audited example.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,3 +119,30 @@ def train_reference_models(
                     **train_options)  # type: ignore[arg-type]
         models.append((model, in_idx))
     return models
+
+
+def save_reference_models(models: list[tuple[torch.nn.Module, np.ndarray]], path: Path, meta: dict[str, Any]) -> None:
+    """Write the models' state dicts, the indices each trained on and ``meta`` (plain values), atomically."""
+    payload = {"meta": meta, "models": [
+        {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+         "indices": torch.as_tensor(np.asarray(indices, dtype=np.int64))} for model, indices in models]}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_reference_models(
+    path: Path, model_factory: Callable[[], torch.nn.Module], device: str | torch.device = "cpu",
+) -> tuple[list[tuple[torch.nn.Module, np.ndarray]], dict[str, Any]]:
+    """The models ``save_reference_models`` wrote (eval mode, on ``device``) and their ``meta``.
+
+    Building the empty models draws no numbers from torch's global generator (it is forked), so
+    loading leaves the random state exactly as training them earlier in the run left it."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    models = []
+    with torch.random.fork_rng(devices=[]):
+        for entry in payload["models"]:
+            model = model_factory()
+            model.load_state_dict(entry["state"])
+            models.append((model.to(device).eval(), entry["indices"].numpy()))
+    return models, payload["meta"]
