@@ -26,9 +26,10 @@ BASE = {**ATTACK_BASE, "model": {"name": "small_cnn", "width": 4},
 
 
 def experiment(**changes) -> dict:
-    return attack_experiment(victims={"split": "test", "indices": [0, 1, 2], "group": 1, "count": 3},
-                             sweep={"training.lr": [0.1]}, table={"rows": "training.lr", "metrics": ["ssim_mean"]},
-                             figure=[], **changes)
+    """One point (or the given sweep) x seed 0 x 3 victims of one image each."""
+    return attack_experiment(**{"victims": {"split": "test", "indices": [0, 1, 2], "group": 1, "count": 3},
+                                "sweep": {"training.lr": [0.1]}, "figure": [],
+                                "table": {"rows": "training.lr", "metrics": ["ssim_mean"]}, **changes})
 
 
 def calls_of(monkeypatch) -> dict[str, list[int]]:

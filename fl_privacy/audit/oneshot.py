@@ -113,11 +113,11 @@ def attack_together(config: ExperimentConfig, requests: Sequence[VictimRequest],
     as one batched problem when the attack can (``batches_victims``; each gets the result it would
     get alone) and one by one otherwise. An entry's ``seconds`` is the batched attack's."""
     _check_one_shot(config)
+    if len({request.split for request in requests}) > 1:
+        raise ConfigError("attack_together attacks victims of one split; attack the others in another call")
     victims = [_build(config, request, None, 1, None) for request in requests]
     if not victims:
         return []
-    if len({v.request.split for v in victims}) > 1:
-        raise ConfigError("attack_together attacks victims of one split; attack the others in another call")
     data, device = victims[0].data, resolve_device(config.resources.device)
     torch.manual_seed(config.seed)
     outcomes = attack_updates([v.recorded for v in victims], [v.truth for v in victims],
