@@ -18,7 +18,8 @@ TIMINGS = ("seconds", "seconds_per_iteration", "wall_seconds")
 CLOSE = ("psnr_mean", "ssim_mean", "mse_mean", "objective", "ssim_uniform7_mean", "corr_mean")
 """Float results of an optimisation: equal within float tolerance whether batched or alone."""
 TOLERANCE = 1e-4
-"""PSNR (dB) / SSIM / MSE / objective: batched vs alone differ by float summation order only (measured: < 1e-5)."""
+"""PSNR (dB) / SSIM / MSE / objective, batched vs alone: the engine keeps victims independent (measured here: equal
+to the last digit on one CPU thread; the bound allows another summation order on other hardware)."""
 
 BASE = {**ATTACK_BASE, "model": {"name": "small_cnn", "width": 4},
         "attack": {"name": "inverting_gradients", "threat": {"labels": True}, "gia": {"iterations": 20}},
