@@ -115,7 +115,7 @@ def attack_updates(
     model: torch.nn.Module,
     data: ImageData,
     config: ExperimentConfig,
-    out_dir: Path,
+    out_dir: Path | Sequence[Path],
     device: torch.device | str = "cpu",
     lpips_metric: Any = None,
 ) -> list[dict[str, Any]]:
@@ -130,7 +130,7 @@ def attack_victims(
     model: torch.nn.Module,
     data: ImageData,
     config: ExperimentConfig,
-    out_dir: Path,
+    out_dir: Path | Sequence[Path],
     device: torch.device | str = "cpu",
     lpips_metric: Any = None,
 ) -> list[AttackOutcome]:
@@ -139,6 +139,7 @@ def attack_victims(
     Victims whose problems have the same shape (update kind, number of images, schedule) are
     optimised together by ``reconstruct_victims`` (each gets the result it would get alone); the
     others (GIA-L, Dimitrov's attack, the Cocktail Party Attack, L-BFGS attacks) run one at a time.
+    ``out_dir``: one folder for every victim's picture and trace, or one folder per victim.
     """
     for rec, truth in zip(recorded, truths):
         preflight.check_image_budget(
@@ -146,9 +147,10 @@ def attack_victims(
             f"the update of client {rec.partition_id} was computed on {len(truth.indices)} samples",
             "cap data.samples_per_client or training.local_steps")
     observations = [observe(rec, model, data, config, truth) for rec, truth in zip(recorded, truths)]
+    out_dirs = [Path(out_dir)] * len(recorded) if isinstance(out_dir, (str, Path)) else [Path(d) for d in out_dir]
     cfg = gia_config(config)
     spec = _spec(config)
-    batched = spec.reconstruct_batch is not None and getattr(cfg, "optimizer", None) == "adam"
+    batched = batches_victims(config, cfg)
     groups = _batch_groups(observations) if batched else [[i] for i in range(len(observations))]
     outcomes: dict[int, AttackOutcome] = {}
     for group in groups:
@@ -160,11 +162,17 @@ def attack_victims(
             results = [_reconstruct(observations[group[0]], cfg, config, device)]
         seconds = time.time() - started
         for i, result in zip(group, results):
-            outcome = score_and_save(result, observations[i], truths[i], recorded[i], config.attack.name, out_dir,
-                                     lpips_metric)
+            outcome = score_and_save(result, observations[i], truths[i], recorded[i], config.attack.name,
+                                     out_dirs[i], lpips_metric)
             outcome.seconds, outcome.victims_batched = seconds, len(group)
             outcomes[i] = outcome
     return [outcomes[i] for i in range(len(observations))]
+
+
+def batches_victims(config: ExperimentConfig, cfg: Any = None) -> bool:
+    """Whether ``attack_victims`` optimises victims of one global model as one problem (GIA-O with Adam)."""
+    cfg = gia_config(config) if cfg is None else cfg
+    return _spec(config).reconstruct_batch is not None and getattr(cfg, "optimizer", None) == "adam"
 
 
 def _batch_groups(observations: Sequence[Any]) -> list[list[int]]:

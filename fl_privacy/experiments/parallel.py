@@ -1,6 +1,7 @@
 """Spread an experiment's runs over Ray workers: ``fl-privacy run EXP.yaml --workers N`` or ``--ray-address ADDR``.
 
-Each run (point x seed x victim) is one Ray task asking for the experiment's ``resources``
+Each run (point x seed x victim; the victims of one point x seed together when they are attacked as one
+batched problem, ``units.cells``) is one Ray task asking for the experiment's ``resources``
 (``num_cpus``, ``num_gpus``); at most ``--workers`` are in flight and ``ray.wait`` hands each one
 back as it finishes. Ray places the tasks; nothing here schedules. Only this process (the driver)
 writes ``results.csv``: a finished run's rows are appended in one write, so a killed sweep resumes
@@ -130,9 +131,10 @@ def _capacity(cpus: int, gpus: float) -> int:
 _LPIPS: Any = None
 
 
-def run_remote(experiment: Experiment, index: int, root: str, threads: int,
+def run_remote(experiment: Experiment, indices: list[int], root: str, threads: int,
                run_federation: Callable[..., Any] | None = None) -> Outcome:
-    """One run on a Ray worker: its own torch thread count, the same code as a serial run, errors sent back."""
+    """One cell (``units.cells``: a run, or victims attacked together) on a Ray worker: its own torch thread
+    count, the same code as a serial run, errors sent back."""
     global _LPIPS
     import torch
 
@@ -143,7 +145,8 @@ def run_remote(experiment: Experiment, index: int, root: str, threads: int,
     try:
         if _LPIPS is None:
             _LPIPS = units.LpipsCache()  # one per worker process, as one per serial sweep
-        rows = units.run_unit(experiment, experiment.units[index], Path(root), _LPIPS, run_federation)
+        cell = [experiment.units[i] for i in indices]
+        rows = units.run_cell(experiment, cell, Path(root), _LPIPS, run_federation)
         return Outcome(rows, time.time() - started)
     except Exception as err:  # noqa: BLE001 - a failing run is data; the sweep goes on
         return Outcome([], time.time() - started, f"{type(err).__name__}: {err}", traceback.format_exc(limit=20))
@@ -174,32 +177,36 @@ def run_on_ray(experiment: Experiment, root: Path, todo: list[Unit], results: An
 
 def _dispatch(experiment: Experiment, root: Path, todo: list[Unit], results: Any, options: RayOptions, stream: Any,
               refresh: Callable[[], Any], run_federation: Callable[..., Any] | None = None) -> list[dict[str, Any]]:
-    """Keep at most ``workers`` runs in flight, take each back as it finishes (``ray.wait``), write its rows."""
+    """Keep at most ``workers`` cells in flight, take each back as it finishes (``ray.wait``), write its rows."""
     import ray
 
+    from fl_privacy.experiments.units import cells
+
     cpus, gpus = options.per_run(experiment)
-    limit = min(options.workers or len(todo), _capacity(cpus, gpus), len(todo))
+    todo_cells = cells(experiment, todo)
+    limit = min(options.workers or len(todo_cells), _capacity(cpus, gpus), len(todo_cells))
     _note_devices(todo, gpus, stream)
     print(f"  on Ray: {limit} run(s) at once, {cpus} CPU(s) and {gpus:g} GPU(s) per run", file=stream, flush=True)
     remote = ray.remote(run_remote).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
     shared = ray.put(experiment)
     position = {u.row_id: i for i, u in enumerate(experiment.units)}
-    queue, pending = deque(todo), {}
+    queue, pending = deque(todo_cells), {}
     progress, failures = Progress(todo, stream), []
     try:
         while queue or pending:
             while queue and len(pending) < limit:
-                unit = queue.popleft()
-                threads = unit.point.configs[unit.seed].resources.threads or cpus
-                pending[remote.remote(shared, position[unit.row_id], str(root), threads, run_federation)] = unit
+                cell = queue.popleft()
+                threads = cell[0].point.configs[cell[0].seed].resources.threads or cpus
+                indices = [position[u.row_id] for u in cell]
+                pending[remote.remote(shared, indices, str(root), threads, run_federation)] = cell
             (ref,), _ = ray.wait(list(pending), num_returns=1)
-            unit = pending.pop(ref)
+            cell = pending.pop(ref)
             outcome = _collect(ray, ref)
             if outcome.error is None:
                 results.append(outcome.rows)
             else:
-                failures.append(_record_failure(root, unit, outcome, stream))
-            if progress.finished(unit, outcome):
+                failures.extend(_record_failure(root, unit, outcome, stream) for unit in cell)
+            if progress.finished(cell, outcome):
                 refresh()
         return failures
     finally:

@@ -11,7 +11,7 @@ from fl_privacy.experiments.spec.model import Unit
 
 @dataclass
 class Outcome:
-    """What a worker sends back for one run: its rows, or its error."""
+    """What a worker sends back for one cell (a run, or victims attacked together): its rows, or its error."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -33,13 +33,15 @@ class Progress:
         self.seconds: dict[str, float] = {}
         self.failed: dict[str, int] = {}
 
-    def finished(self, unit: Unit, outcome: Outcome) -> bool:
-        """Count a run; print and return True when it was its point's last one."""
+    def finished(self, cell: list[Unit], outcome: Outcome) -> bool:
+        """Count a cell's runs (one point's: one run, or victims attacked together); print and return True when
+        they were their point's last ones."""
+        unit = cell[0]
         pid = unit.point.point_id
-        self.runs_done += 1
+        self.runs_done += len(cell)
         self.seconds[pid] = self.seconds.get(pid, 0.0) + outcome.seconds
-        self.failed[pid] = self.failed.get(pid, 0) + (outcome.error is not None)
-        self.left[pid] -= 1
+        self.failed[pid] = self.failed.get(pid, 0) + (len(cell) if outcome.error is not None else 0)
+        self.left[pid] -= len(cell)
         if self.left[pid]:
             return False
         elapsed = time.time() - self.started

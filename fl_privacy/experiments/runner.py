@@ -1,5 +1,8 @@
 """Run an experiment file: every point x seed x victim in order, one results row each, resumable.
 
+In attack mode the victims of one point x seed share the global model, so they are attacked as one
+batched problem when the attack can (``experiment.batch_victims``, default true; ``units.cells``).
+
     fl-privacy run experiments/<name>.yaml [--profile quick|full|...] [--set key=value ...] [--out DIR]
 
 Layout of the output directory ``DIR`` (default ``<out_dir>/<name>-<profile>``,
@@ -36,7 +39,7 @@ from fl_privacy.experiments.spec.load import load_experiment
 from fl_privacy.experiments.spec.model import Experiment, Unit
 from fl_privacy.experiments.spec.names import show
 from fl_privacy.experiments.tables import write_summary
-from fl_privacy.experiments.units import LpipsCache, RunFederation, run_unit
+from fl_privacy.experiments.units import LpipsCache, RunFederation, cells, run_cell
 from fl_privacy.reporting.experiment_report import write_experiment_report
 
 # ----------------------------------------------------------------------------- the sweep
@@ -104,13 +107,13 @@ def _run(experiment: Experiment, root: Path, started: float, progress: bool, str
     finished = False
     try:
         last_point = None
-        for unit in todo:
-            if last_point is not None and unit.point is not last_point:
+        for cell in cells(experiment, todo):
+            if last_point is not None and cell[0].point is not last_point:
                 summarize("running")  # cheap: after each point, the table so far
-            last_point = unit.point
-            bar.set_postfix_str(_short(unit), refresh=True)
-            results.append(run_unit(experiment, unit, root, lpips, run_federation))
-            bar.update(1)
+            last_point = cell[0].point
+            bar.set_postfix_str(_short(cell), refresh=True)
+            results.append(run_cell(experiment, cell, root, lpips, run_federation))
+            bar.update(len(cell))
         finished = True
     finally:
         bar.close()
@@ -168,6 +171,9 @@ def prepare_generators(experiment: Experiment, todo: list[Unit], stream: Any, pr
         print(f"  generator '{name}' trained in {time.time() - started:.0f} s: {path}", file=stream, flush=True)
 
 
-def _short(unit: Unit) -> str:
-    text = unit.point.label() + f", seed {unit.seed}" + (f", victim {unit.victim.index}" if unit.victim else "")
+def _short(cell: list[Unit]) -> str:
+    unit = cell[0]
+    victims = ", victims " + " ".join(str(u.victim.index) for u in cell if u.victim) if len(cell) > 1 else \
+        (f", victim {unit.victim.index}" if unit.victim else "")
+    text = unit.point.label() + f", seed {unit.seed}" + victims
     return text if len(text) <= 80 else text[:77] + "..."

@@ -1,4 +1,5 @@
-"""One run of a sweep: a victim attacked once, or a federation run; its rows for results.csv.
+"""One run of a sweep: a victim attacked once, a point x seed's victims attacked together, or a federation run;
+its rows for results.csv.
 
 Called in order by the sweep (``fl_privacy.experiments.runner``) or on a Ray worker
 (``fl_privacy.experiments.parallel``); both pass the ``run_federation`` function the
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from fl_privacy.audit.oneshot import attack_once
+from fl_privacy.audit.oneshot import VictimRequest, attack_once, attack_together
 from fl_privacy.config import ConfigError, ExperimentConfig
 from fl_privacy.experiments.spec.model import Experiment, Unit
 from fl_privacy.experiments.spec.names import ATTACK_METRICS, FEDERATION_METRICS, show
@@ -52,18 +53,49 @@ def _base_row(experiment: Experiment, unit: Unit, root: Path, run_dir: Path) -> 
     return row
 
 
+def cells(experiment: Experiment, todo: list[Unit]) -> list[list[Unit]]:
+    """The unfinished units as cells that run as one: in attack mode, with ``experiment.batch_victims`` and an
+    attack that batches victims (``batches_victims``), the victims of one point x seed; else each unit alone."""
+    from fl_privacy.audit.run_attacks import batches_victims
+
+    if experiment.mode != "attack" or not experiment.batch_victims:
+        return [[unit] for unit in todo]
+    grouped: dict[tuple[str, int], list[Unit]] = {}
+    for unit in todo:
+        grouped.setdefault((unit.point.point_id, unit.seed), []).append(unit)
+    out: list[list[Unit]] = []
+    for cell in grouped.values():
+        config = cell[0].point.configs[cell[0].seed]
+        together = len(cell) > 1 and len({u.victim.split for u in cell if u.victim}) == 1 and batches_victims(config)
+        out.extend([cell] if together else [[unit] for unit in cell])
+    return out
+
+
+def run_cell(experiment: Experiment, cell: list[Unit], root: Path, lpips: LpipsCache,
+             run_federation: RunFederation | None = None) -> list[dict[str, Any]]:
+    """The rows of one cell of ``cells``: its victims attacked together, or its one unit by ``run_unit``."""
+    if len(cell) == 1:
+        return run_unit(experiment, cell[0], root, lpips, run_federation)
+    for unit in cell:
+        _clear(unit.run_dir(root), root)
+    return run_attack_cell(experiment, cell, root, lpips)
+
+
 def run_unit(experiment: Experiment, unit: Unit, root: Path, lpips: LpipsCache,
              run_federation: RunFederation | None = None) -> list[dict[str, Any]]:
     """One run in a fresh run directory (an unfinished one of an interrupted invocation is cleared first)."""
-    run_dir = unit.run_dir(root)
-    if run_dir.exists() and (root / "points") in run_dir.parents:
-        shutil.rmtree(run_dir)
+    _clear(unit.run_dir(root), root)
     if experiment.mode == "attack":
         return run_attack_unit(experiment, unit, root, lpips)
     if run_federation is None:
         raise ConfigError("federation experiments need a function that runs a federation: run them with "
                           "`fl-privacy run` or fl_privacy.launch.runs.run_experiment")
     return run_federation_unit(experiment, unit, root, run_federation)
+
+
+def _clear(run_dir: Path, root: Path) -> None:
+    if run_dir.exists() and (root / "points") in run_dir.parents:
+        shutil.rmtree(run_dir)
 
 
 def run_attack_unit(experiment: Experiment, unit: Unit, root: Path, lpips: LpipsCache) -> list[dict[str, Any]]:
@@ -79,10 +111,38 @@ def run_attack_unit(experiment: Experiment, unit: Unit, root: Path, lpips: Lpips
         _, entry = attack_once(config, str(run_dir), None, victim.split, list(victim.indices), lpips(config))
     else:
         _, entry = attack_once(config, str(run_dir), victim.client, "train", None, lpips(config))
-    row = _base_row(experiment, unit, root, run_dir)
+    return [_attack_row(experiment, unit, root, entry, time.time() - started)]
+
+
+def run_attack_cell(experiment: Experiment, cell: list[Unit], root: Path, lpips: LpipsCache) -> list[dict[str, Any]]:
+    """The victims of one point x seed (one global model) built and attacked together with ``attack_together``:
+    one row each; ``wall_seconds`` is the cell's divided by its victims."""
+    config = cell[0].point.configs[cell[0].seed]
+    started = time.time()
+    if config.resources.threads:
+        torch.set_num_threads(config.resources.threads)
+    requests = []
+    for unit in cell:
+        victim = unit.victim
+        assert victim is not None
+        indices = list(victim.indices) if victim.indices is not None else None
+        requests.append(VictimRequest(str(unit.run_dir(root)), victim.client, victim.split, indices))
+    entries = [entry for _, entry in attack_together(config, requests, lpips(config))]
+    wall = (time.time() - started) / len(cell)
+    return [_attack_row(experiment, unit, root, entry, wall) for unit, entry in zip(cell, entries)]
+
+
+def _attack_row(experiment: Experiment, unit: Unit, root: Path, entry: dict[str, Any],
+                wall: float) -> dict[str, Any]:
+    """A victim's row; a batched attack's ``seconds`` and ``seconds_per_iteration`` are shared by its victims."""
+    row = _base_row(experiment, unit, root, unit.run_dir(root))
     row.update({m: entry.get(m) for m in ATTACK_METRICS if m != "wall_seconds"})
-    row["wall_seconds"] = time.time() - started
-    return [row]
+    share = entry.get("victims_batched") or 1
+    for key in ("seconds", "seconds_per_iteration"):
+        if isinstance(row.get(key), (int, float)) and share > 1:
+            row[key] = row[key] / share
+    row["wall_seconds"] = wall
+    return row
 
 
 def run_federation_unit(experiment: Experiment, unit: Unit, root: Path,

@@ -95,6 +95,7 @@ def load_experiment(
         generators={k: v for k, v in generators.items() if k in used_generators},
         comparisons=_comparisons(raw, section, axes, points),
         run_resources=profiles.run_resources(section, chosen),
+        batch_victims=section.batch_victims,
     )
     if check_data:
         from fl_privacy.experiments.spec.preflight import preflight

@@ -133,6 +133,9 @@ class Experiment:
     """The paper's claims as paired comparisons (``fl_privacy.experiments.comparisons.Comparison``)."""
     run_resources: dict[str, float] = field(default_factory=dict)
     """CPUs / GPU fraction one run takes on a Ray worker (``--workers``, ``--ray-address``); not fingerprinted."""
+    batch_victims: bool = True
+    """Attack mode: the victims of one point x seed attacked as one batched problem when the attack can (same
+    results within float tolerance, so not fingerprinted)."""
 
     def generator_path(self, name: str) -> Path:
         """Where generator ``name`` is kept: ``DIR/generators/<name>.pt`` (trained once, reused on resume)."""

@@ -22,6 +22,8 @@ ATTACK_METRICS = ("psnr_mean", "ssim_mean", "mse_mean", "lpips_mean", "label_acc
                   "seconds", "seconds_per_iteration", "objective", "wall_seconds", "ssim_uniform7_mean",
                   "corr_mean")
 """Per-victim values of ``attack_once``'s entry (``seconds``: the attack alone; ``wall_seconds``: the whole row;
+victims attacked as one batched problem (``experiment.batch_victims``) share ``seconds``, ``seconds_per_iteration``
+and ``wall_seconds``: the cell's divided by its victims;
 ``ssim_mean``: Gaussian 11x11 window, ``ssim_uniform7_mean``: skimage's 7x7 uniform window)."""
 
 FEDERATION_METRICS = ("test_accuracy", "test_loss", "train_loss", "attack_psnr_mean", "attack_ssim_mean",

@@ -176,6 +176,9 @@ class ExperimentSection(Section):
     profiles: dict[str, Profile | None] | None = None
     comparisons: list[Any] | None = Field(None, description="a list of comparisons")
     resources: Resources | None = None
+    batch_victims: StrictBool = Field(
+        True, description="true or false (attack mode: a point x seed's victims attacked as one batched problem "
+                          "when the attack can)")
 
     _seeds = field_validator("seeds")(_unique_seeds)
 
