@@ -3,8 +3,6 @@ AUC ~ 0.5 under random membership labels, and a smoke run on a recorded tiny fed
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -82,10 +80,10 @@ def test_overfit_members_separate_with_measurements_from_real_updates():
 def test_smoke_multiround_mia_on_a_recorded_federation(tmp_path):
     from clients.client_app import app as client_app
     from fl_privacy.audit.multiround_mia import multiround_mia
-    from fl_privacy.metrics.catalog import MULTIROUND_MIA_METHODS
     from fl_privacy.config import build_config
     from fl_privacy.federation.run_setup import build_model_for, load_split
     from fl_privacy.launch.inprocess import InProcessGrid
+    from fl_privacy.metrics.catalog import MULTIROUND_MIA_METHODS
     from strategies.server_app import run_federation
 
     config = build_config({}, {

@@ -147,8 +147,9 @@ def summary_lines(block: dict[str, Any]) -> list[str]:
         return "not measurable" if value is None else f"{value:.3f}"
 
     members = ", ".join(f"client {t['target']}: {t['members']}" for t in block["per_target"])
-    lines = [f"- **multi-round update MIA** (rounds {block['rounds']}; members {members}; "
-             f"{block['nonmembers']} test non-members; ROC on log axes in mia/multiround_client_*_roc.png):"]
+    head = (f"- **multi-round update MIA** (rounds {block['rounds']}; members {members}; "
+            f"{block['nonmembers']} test non-members; ROC on log axes in mia/multiround_client_*_roc.png):")
+    lines = [head]
     metrics = block["metrics"]
     for method in block["methods"]:
         auc, tpr1, tpr01 = (metrics[f"{prefix}{method}"] for prefix in MULTIROUND_MIA_SUMMARY.values())
