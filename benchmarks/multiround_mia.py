@@ -18,7 +18,7 @@ import json
 import time
 
 from clients.client_app import app as client_app
-from fl_privacy.audit.multiround_mia import multiround_mia
+from fl_privacy.audit.multiround_mia import TITLES, multiround_mia
 from fl_privacy.config import build_config
 from fl_privacy.federation.run_setup import build_model_for, load_split
 from fl_privacy.launch.inprocess import InProcessGrid
@@ -48,16 +48,20 @@ def main() -> None:
     started = time.time()
     run = run_federation(InProcessGrid(client_app, args.clients), config, out=args.out)
     train, test = load_split(config, "train"), load_split(config, "test")
-    result = multiround_mia(run.root, build_model_for(config, train), train, test, args.target,
+    result = multiround_mia(run.root, build_model_for(config, train), train, test, [args.target],
                             nonmembers=args.nonmembers, normalize=config.data.normalize)
     result["seconds"] = round(time.time() - started, 1)
     (run.root / "mia" / "multiround.json").write_text(json.dumps(result, indent=2))
-    print(f"target client {args.target}: {result['members']} members vs {result['nonmembers']} non-members, "
+    target = result["per_target"][0]
+    print(f"target client {args.target}: {target['members']} members vs {result['nonmembers']} non-members, "
           f"recorded rounds {result['rounds']}, {result['seconds']} s")
     print("| method | AUC | TPR @ 1% FPR | TPR @ 0.1% FPR |\n|---|---|---|---|")
-    for name, m in result["scores"].items():
-        print(f"| {name} | {m['auc']:.3f} | {m['tpr_at_1pct_fpr']:.3f} | {m['tpr_at_0.1pct_fpr']:.3f} |")
-    print(f"ROC (log axes): {result['roc']}")
+    for method, m in target["scores"].items():
+        cells = " | ".join("n/a" if m[k] is None else f"{m[k]:.3f}" for k in ("auc", "tpr_at_1pct_fpr",
+                                                                             "tpr_at_0.1pct_fpr"))
+        print(f"| {TITLES[method]} | {cells} |")
+    print("\n".join(f"note: {n}" for n in result["notes"]))
+    print(f"ROC (log axes): {run.root / target['roc']}")
 
 
 if __name__ == "__main__":

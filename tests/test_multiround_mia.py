@@ -3,8 +3,6 @@ AUC ~ 0.5 under random membership labels, and a smoke run on a recorded tiny fed
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -81,10 +79,11 @@ def test_overfit_members_separate_with_measurements_from_real_updates():
 @needs_mnist
 def test_smoke_multiround_mia_on_a_recorded_federation(tmp_path):
     from clients.client_app import app as client_app
-    from fl_privacy.audit.multiround_mia import SCORES, multiround_mia
+    from fl_privacy.audit.multiround_mia import multiround_mia
     from fl_privacy.config import build_config
     from fl_privacy.federation.run_setup import build_model_for, load_split
     from fl_privacy.launch.inprocess import InProcessGrid
+    from fl_privacy.metrics.catalog import MULTIROUND_MIA_METHODS
     from strategies.server_app import run_federation
 
     config = build_config({}, {
@@ -96,7 +95,8 @@ def test_smoke_multiround_mia_on_a_recorded_federation(tmp_path):
     run = run_federation(InProcessGrid(client_app, 3), config, out=str(tmp_path / "run"))
     train, test = load_split(config, "train"), load_split(config, "test")
     model = build_model_for(config, train)
-    result = multiround_mia(run.root, model, train, test, target=0, nonmembers=40,
+    result = multiround_mia(run.root, model, train, test, targets=[0], nonmembers=40,
                             normalize=config.data.normalize)
-    assert result["rounds"] == [1, 2] and result["members"] == 8 and result["nonmembers"] == 40
-    assert set(result["scores"]) == set(SCORES) and Path(result["roc"]).is_file()
+    target = result["per_target"][0]
+    assert result["rounds"] == [1, 2] and target["members"] == 8 and result["nonmembers"] == 40
+    assert set(target["scores"]) == set(MULTIROUND_MIA_METHODS) and (run.root / target["roc"]).is_file()

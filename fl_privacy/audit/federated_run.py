@@ -82,6 +82,12 @@ class FederatedRun:
             self.auditor = MembershipAuditor(config, setup.train, self.test, setup.partitions,
                                              lambda: build_model_for(config, setup.train, seed=-1),
                                              self.run.root / "mia", self.device)
+        self.multiround: dict[str, Any] | None = None
+        """The multi-round update MIA's block, once its last round is done (``mia.multiround``)."""
+        if config.mia.multiround.rounds:
+            from fl_privacy.audit.mia_round import check_multiround_nonmembers
+
+            check_multiround_nonmembers(config, self.test)
         self.started = time.time()
 
     def _ground_truth(self, server_round: int, pid: int) -> dict[str, Any]:
@@ -105,7 +111,15 @@ class FederatedRun:
 
     def notes(self, done: int | None) -> list[str]:
         return (run_notes(self.config, self.run, self.model_problems)
-                + [f"- **warning**: {w}" for w in self.advice] + run_status(self.config, self.run, done))
+                + [f"- **warning**: {w}" for w in self.advice] + run_status(self.config, self.run, done)
+                + self._multiround_lines())
+
+    def _multiround_lines(self) -> list[str]:
+        if not getattr(self, "multiround", None):
+            return []
+        from fl_privacy.audit.multiround_mia import summary_lines
+
+        return summary_lines(self.multiround)
 
     def after_round(self, server_round: int, state: Tensors, info: dict[str, Any]) -> dict[str, float]:
         """The record of a finished round (0: the initial model): evaluation, what the server noted (``info``,
@@ -125,6 +139,13 @@ class FederatedRun:
             self.run.append_jsonl("mia.jsonl", outcome)
             record["mia"] = {k: outcome[k] for k in ("attacks", "roc", "members", "nonmembers", "warnings")}
             record.update({f"mia_auc_{name}": m["auc"] for name, m in outcome["attacks"].items()})
+        if server_round and server_round == max(self.config.mia.multiround.rounds, default=0):
+            from fl_privacy.audit.mia_round import multiround_round
+
+            self.multiround = multiround_round(self.config, self.run.root, self.setup.new_model(), self.setup.train,
+                                               self.test, self.device)
+            record["multiround_mia"] = self.multiround
+            record.update(self.multiround["metrics"])
         record["elapsed_seconds"] = time.time() - self.started
         self.run.append_jsonl("rounds.jsonl", record)
         write_summary(self.run, f"Run {self.config.name}", self.notes(server_round), attack_note(self.config))
@@ -165,9 +186,12 @@ class FederatedRun:
     def finish(self) -> RunDirectory:
         """``final.json`` (with the privacy guarantee), the final summary and report."""
         config, run = self.config, self.run
-        guarantee = privacy_block(config, run.read_jsonl("rounds.jsonl"), config.federation.rounds, self.model_problems)
+        records = run.read_jsonl("rounds.jsonl")
+        guarantee = privacy_block(config, records, config.federation.rounds, self.model_problems)
+        self.multiround = next((r["multiround_mia"] for r in reversed(records) if "multiround_mia" in r), None)
         run.write_json("final.json", {"finished": True, "seconds": time.time() - self.started, "privacy": guarantee,
-                                      **({"resumed_after_round": self.round_offset} if self.resuming else {})})
+                                      **({"resumed_after_round": self.round_offset} if self.resuming else {}),
+                                      **({"multiround_mia": self.multiround} if self.multiround else {})})
         write_summary(run, f"Run {config.name}", self.notes(None), attack_note(config))
         write_run_report(run)
         if guarantee:

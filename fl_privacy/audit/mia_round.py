@@ -5,7 +5,8 @@ from the first half of the test split (same distribution), and reference
 models are trained on the second half, disjoint from both; thresholds and
 LiRA/RMIA statistics come from those reference models only.
 Recorded updates: the victim's own samples vs test-split non-members, scored by
-the similarity of their gradients to the update (the server's own view).
+the similarity of their gradients to the update (the server's own view); over
+several rounds (``mia.multiround``), by FedMIA and the loss/gradient trajectories.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fl_privacy.attacks.mia.reference import train_reference_models
 from fl_privacy.audit.mia_references import REFERENCE_FILE, reference_settings, reused_or_trained
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.data import ImageData
+from fl_privacy.errors import ConfigError
 from fl_privacy.federation.recording import RecordedUpdate
 from fl_privacy.metrics.catalog import MIA_SUMMARY
 
@@ -118,3 +120,21 @@ def gradient_mia(recorded: RecordedUpdate, model: torch.nn.Module, train: ImageD
     metrics = roc_metrics(scores, is_member)
     return {"gradient_mia_auc": metrics["auc"], "gradient_mia_tpr_at_1pct_fpr": metrics["tpr_at_1pct_fpr"],
             "gradient_mia_members": len(xm), "gradient_mia_nonmembers": len(xn)}
+
+
+def multiround_round(config: ExperimentConfig, run_root: Path, model: torch.nn.Module, train: ImageData,
+                     test: ImageData, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """``mia.multiround`` on the updates recorded so far (called after its last round): the block for the records."""
+    from fl_privacy.audit.multiround_mia import multiround_mia
+
+    multi = config.mia.multiround
+    return multiround_mia(run_root, model, train, test, targets=multi.clients, rounds=multi.rounds,
+                          methods=multi.methods, nonmembers=multi.nonmembers, normalize=config.data.normalize,
+                          seed=config.seed, device=device)
+
+
+def check_multiround_nonmembers(config: ExperimentConfig, test: ImageData) -> None:
+    """Fail before training when the test split cannot supply ``mia.multiround.nonmembers``."""
+    multi = config.mia.multiround
+    if multi.rounds and multi.nonmembers > len(test):
+        raise ConfigError(f"mia.multiround.nonmembers={multi.nonmembers} but the test split has {len(test)} samples")

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from fl_privacy.config.fields import Section as _Section
 from fl_privacy.config.fields import int_list as _int_list
 from fl_privacy.config.fields import none_if_empty as _none_if_empty
+from fl_privacy.metrics.catalog import MULTIROUND_MIA_METHODS
 
 
 class ThreatConfig(_Section):
@@ -49,7 +50,9 @@ class GIAOptions(_Section):
     init: Literal["randn", "uniform", "zeros"] | None = None
     restarts: int | None = Field(default=None, ge=1)
     labels: Literal["known", "infer", "joint"] | None = None
-    label_method: Literal["idlg", "yin", "llg", "llg+"] | None = None
+    label_method: Literal["idlg", "yin", "llg", "llg+", "fedavg"] | None = Field(
+        default=None, description="Label inference: idlg, yin, llg, llg+ (one gradient); fedavg: Dimitrov et al.'s "
+        "counts by simulated local training (dimitrov_fedavg on FedAvg updates only).")
     model_mode: Literal["train", "eval"] | None = None
     latent_prior: Literal["none", "kl", "norm"] | None = None
     latent_weight: float | None = Field(default=None, ge=0)
@@ -117,3 +120,66 @@ class AttackConfig(_Section):
 
 MIA_ATTACKS = ("confidence", "loss", "entropy", "modified_entropy", "lira_offline", "rmia_offline")
 
+
+
+class MultiRoundMIAConfig(_Section):
+    """Membership inference from a client's updates over several rounds, scored after the last of ``rounds``.
+
+    It reads the updates the recorder keeps (bounded: only ``attack.rounds`` x recorded victims), so
+    ``attack.rounds`` must hold ``rounds`` and the recorded victims the ``clients`` plus, for FedMIA, at
+    least two others (their measurements are the non-member references).
+    """
+
+    rounds: list[int] = Field(default_factory=list, description="Score the recorded updates of these rounds "
+                              "(FedAvg); empty = off.")
+    clients: list[int] = Field(default_factory=lambda: [0], description="Target clients (partition ids): their "
+                               "training samples are the members; the metrics are the mean over targets.")
+    methods: list[str] = Field(default_factory=lambda: list(MULTIROUND_MIA_METHODS), description="fedmia (Zhu et "
+                               "al. 2024, on the gradient cosine), fedmia_loss, gradient_trajectory, "
+                               "loss_trajectory, gradient_update (one update: the last round's cosine).")
+    nonmembers: int = Field(default=1000, ge=1, description="Test-split non-members; TPR at 0.1% FPR needs >= "
+                            "1000 (else it is reported as not measurable).")
+
+    _rounds = field_validator("rounds", "clients", mode="before")(_int_list)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        bad = [v for v in value if v not in MULTIROUND_MIA_METHODS]
+        if bad:
+            raise ValueError(f"unknown multi-round MIA method(s) {bad} (choices: {', '.join(MULTIROUND_MIA_METHODS)})")
+        return value
+
+
+def check_recorded_for_multiround(config: Any) -> None:
+    """``mia.multiround`` reads only what the recorder keeps: its rounds and clients must be recorded FedAvg updates."""
+    multi, attack = config.mia.multiround, config.attack
+    if not multi.rounds:
+        return
+    missing = sorted(set(multi.rounds) - set(attack.rounds))
+    if missing:
+        raise ValueError(f"mia.multiround.rounds {missing} are not recorded: add them to attack.rounds (only "
+                         "attack.rounds x recorded victims are stored)")
+    if not attack.record_updates or attack.threat.observes == "aggregate":
+        raise ValueError("mia.multiround needs each client's recorded update: set attack.record_updates=true and "
+                         "attack.threat.observes=update")
+    if config.training.algorithm != "fedavg":
+        raise ValueError("mia.multiround scores FedAvg updates (the client's local model): set "
+                         "training.algorithm=fedavg")
+    recorded = attack.victim_ids if attack.victim_ids is not None else list(range(attack.victims))
+    absent = sorted(set(multi.clients) - set(recorded))
+    if absent:
+        raise ValueError(f"mia.multiround.clients {absent} are not recorded: add them to attack.victim_ids")
+    if any(m.startswith("fedmia") for m in multi.methods) and len(set(recorded)) < 3:
+        raise ValueError("mia.multiround: FedMIA compares the target with at least two other recorded clients per "
+                         "round: record them too (attack.victim_ids)")
+
+
+def check_label_method(config: Any) -> None:
+    """``attack.gia.label_method: fedavg`` simulates local training: it needs FedAvg updates."""
+    if config.attack.gia.label_method == "fedavg" and config.training.algorithm != "fedavg":
+        raise ValueError(f"attack.gia.label_method 'fedavg' (Dimitrov et al.'s label counts by simulated local "
+                         f"training) reads a FedAvg update, but training.algorithm is "
+                         f"'{config.training.algorithm}' (one gradient): use llg+ (or idlg, yin, llg)")

@@ -14,7 +14,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from fl_privacy.config.attack_schema import MIA_ATTACKS, AttackConfig
+from fl_privacy.config.attack_schema import (
+    MIA_ATTACKS,
+    AttackConfig,
+    MultiRoundMIAConfig,
+    check_label_method,
+    check_recorded_for_multiround,
+)
 from fl_privacy.config.fields import Section as _Section
 from fl_privacy.config.fields import int_list as _int_list
 from fl_privacy.config.fields import none_if_empty as _none_if_empty
@@ -190,6 +196,7 @@ class MIASection(_Section):
     reference_pool: int = Field(default=2000, ge=8, description="Test-split samples for reference models.")
     gradient: bool = Field(default=False, description="Gradient-similarity MIA on each recorded victim update.")
     gradient_nonmembers: int = Field(default=32, ge=1)
+    multiround: MultiRoundMIAConfig = Field(default_factory=MultiRoundMIAConfig)
 
     _rounds = field_validator("rounds", mode="before")(_int_list)
 
@@ -276,6 +283,8 @@ class ExperimentConfig(_Section):
         bad = [i for i in ids if not 0 <= i < fed.num_clients]
         if bad:
             raise ValueError(f"attack.victim_ids {bad} outside 0..{fed.num_clients - 1}")
+        check_recorded_for_multiround(self)
+        check_label_method(self)
         return self
 
     def to_json(self) -> str:

@@ -180,7 +180,7 @@ def run_federation_unit(experiment: Experiment, unit: Unit, root: Path,
 def _final_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per run: the last evaluated accuracy/loss, attack metrics over every attacked victim, mean payload."""
     out: dict[str, Any] = {}
-    mia = [k for k in FEDERATION_METRICS if k.startswith("mia_auc_")]
+    mia = [k for k in FEDERATION_METRICS if k.startswith("mia_")]
     for key in ("test_accuracy", "test_loss", "train_loss", "igsa", *prefixed(PROBE_PREFIX, IMAGE_QUALITY), *mia):
         values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
         if values:

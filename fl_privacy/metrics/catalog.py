@@ -35,6 +35,20 @@ MIA_SUMMARY = ("auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr")
 """ROC numbers kept per membership attack (``roc_metrics`` has more)."""
 
 
+MULTIROUND_MIA_METHODS = ("fedmia", "fedmia_loss", "gradient_trajectory", "loss_trajectory", "gradient_update")
+"""Membership scores from a client's updates over rounds: FedMIA on the gradient cosine (FedMIA-II) and on the
+loss (FedMIA-I), the cosine and the loss averaged over rounds, and the one-update gradient cosine."""
+
+MULTIROUND_MIA_SUMMARY = {"auc": "mia_auc_", "tpr_at_1pct_fpr": "mia_tpr_at_1pct_fpr_",
+                          "tpr_at_0.1pct_fpr": "mia_tpr_at_0p1pct_fpr_"}
+"""``MIA_SUMMARY`` key -> prefix of the run metric of each multi-round method (``mia_auc_fedmia``, ...)."""
+
+
+def multiround_mia_metrics(methods: Iterable[str] = MULTIROUND_MIA_METHODS) -> tuple[str, ...]:
+    """The run metrics of the multi-round update MIA: AUC and TPR at 1% / 0.1% FPR per method."""
+    return tuple(f"{prefix}{method}" for method in methods for prefix in MULTIROUND_MIA_SUMMARY.values())
+
+
 def prefixed(prefix: str, names: Iterable[str]) -> tuple[str, ...]:
     """``names`` as a round record stores them, e.g. ``attack_psnr_mean``."""
     return tuple(f"{prefix}{name}" for name in names)

@@ -57,7 +57,12 @@ class FedAvgAttackConfig:
     """Trace interval in iterations; 0 = automatic (about 100 points)."""
 
     def __post_init__(self) -> None:
+        from fl_privacy.attacks.gia.labels import FEDAVG_LABEL_METHODS
+
         check_choices(self)
+        if self.label_method not in FEDAVG_LABEL_METHODS:
+            raise ValueError(f"FedAvgAttackConfig.label_method must be one of {list(FEDAVG_LABEL_METHODS)}, "
+                             f"got {self.label_method!r}")
         check_positive(self, ("lr", "lr_decay", "match_weight_start", "match_weight"))
         check_non_negative(self, ("tv", "clip", "order_prior"))
         check_integers(self, (("iterations", 1), ("restarts", 1), ("lr_decay_steps", 1), ("projection_channels", 1),

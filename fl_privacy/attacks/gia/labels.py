@@ -74,9 +74,12 @@ from fl_privacy.attacks.gia.options import GIAConfig
 from fl_privacy.attacks.gia.output_layer import output_layer_gradient, schedule_scale
 from fl_privacy.attacks.threat import Observation
 
-__all__ = ["LABEL_METHODS", "infer_labels", "resolve_labels"]
+__all__ = ["FEDAVG_LABEL_METHODS", "LABEL_METHODS", "infer_labels", "resolve_labels"]
 
 LABEL_METHODS: tuple[str, ...] = ("idlg", "yin", "llg", "llg+")
+"""Label inference from one (pseudo-)gradient of the output layer."""
+FEDAVG_LABEL_METHODS: tuple[str, ...] = (*LABEL_METHODS, "fedavg")
+"""Dimitrov's FedAvg attack also counts labels by simulating the local training (``fedavg_labels``)."""
 
 
 def _check_num(num: object) -> int:

@@ -140,6 +140,10 @@ class GIAConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
+        if self.label_method == "fedavg":
+            raise ValueError("label_method 'fedavg' (Dimitrov et al.'s label counts by simulated local training) "
+                             "belongs to the dimitrov_fedavg attack; this attack infers labels from one gradient: "
+                             "use idlg, yin, llg or llg+")
         if isinstance(self.parameters, str) or not all(isinstance(p, str) and p for p in self.parameters):
             raise ValueError(f"GIAConfig.parameters must be a list of parameter-name prefixes, got {self.parameters!r}")
         self.parameters = tuple(self.parameters)

@@ -11,6 +11,8 @@ import hashlib
 import json
 from typing import Any
 
+from fl_privacy.metrics.catalog import multiround_mia_metrics
+
 MODES = ("attack", "federation")
 DEFAULT_PROFILE = "quick"
 TABLE_STATS = ("mean", "median")
@@ -31,8 +33,9 @@ FEDERATION_METRICS = ("test_accuracy", "test_loss", "train_loss", "attack_psnr_m
                       "epsilon", "delta", "igsa", "probe_psnr_mean", "probe_ssim_mean", "probe_mse_mean",
                       "probe_lpips_mean", "mia_auc_confidence", "mia_auc_loss", "mia_auc_entropy",
                       "mia_auc_modified_entropy", "mia_auc_lira_offline", "mia_auc_rmia_offline", "wall_seconds",
-                      "attack_corr_mean")
-"""Per run (or per round with ``round`` in the table/figure) from rounds.jsonl and final.json."""
+                      "attack_corr_mean", *multiround_mia_metrics())
+"""Per run (or per round with ``round`` in the table/figure) from rounds.jsonl and final.json (the multi-round
+update MIA's ``mia_auc_<method>``, ``mia_tpr_at_1pct_fpr_<method>``, ... from the record of its last round)."""
 
 METRICS = {"attack": ATTACK_METRICS, "federation": FEDERATION_METRICS}
 RESERVED_COLUMNS = frozenset(("row_id", "point_id", "victim_images", "run_dir", *ATTACK_METRICS, *FEDERATION_METRICS))
