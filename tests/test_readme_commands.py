@@ -116,3 +116,22 @@ def test_every_experiment_file_the_readme_names_exists() -> None:
     assert named, "the README names no experiment file"
     missing = sorted(p for p in named if not (ROOT / p).is_file())
     assert not missing, f"README names experiment files that do not exist: {missing}"
+
+
+CHEAP = ("fl-privacy doctor", "fl-privacy validate experiments/", "python -m tests.battery \"")
+"""README commands cheap enough to run here (no training): they must exit 0 as written."""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("line", [c for c in COMMANDS if c.startswith(CHEAP) and "<" not in c])
+def test_cheap_readme_commands_run_as_written(line: str) -> None:
+    import subprocess
+    import sys
+
+    words = _words(line)
+    if words[0] == "fl-privacy":
+        words = [sys.executable, "-m", "fl_privacy.launch.cli", *words[1:]]
+    else:
+        words = [sys.executable, *words[1:]]
+    done = subprocess.run(words, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, f"README command {line!r} failed ({done.returncode}):\n{done.stderr[-2000:]}"
