@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from fl_privacy.config.fields import Section as _Section
+from fl_privacy.config.fields import choice_list
 from fl_privacy.config.fields import int_list as _int_list
 from fl_privacy.config.fields import none_if_empty as _none_if_empty
 from fl_privacy.metrics.catalog import MULTIROUND_MIA_METHODS
@@ -145,12 +146,7 @@ class MultiRoundMIAConfig(_Section):
     @field_validator("methods", mode="before")
     @classmethod
     def _methods(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        bad = [v for v in value if v not in MULTIROUND_MIA_METHODS]
-        if bad:
-            raise ValueError(f"unknown multi-round MIA method(s) {bad} (choices: {', '.join(MULTIROUND_MIA_METHODS)})")
-        return value
+        return choice_list(value, MULTIROUND_MIA_METHODS, "multi-round MIA method(s)")
 
 
 def check_recorded_for_multiround(config: Any) -> None:

@@ -25,3 +25,12 @@ def none_if_empty(value: Any) -> Any:
     """Run-config values cannot be null: an empty string means 'not set'."""
     return None if value == "" else value
 
+
+def choice_list(value: Any, choices: tuple[str, ...], what: str) -> Any:
+    """A list of names (or one comma-separated string) that must all be in ``choices``."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in value if v not in choices]
+    if bad:
+        raise ValueError(f"unknown {what} {bad} (choices: {', '.join(choices)})")
+    return value

@@ -22,6 +22,7 @@ from fl_privacy.config.attack_schema import (
     check_recorded_for_multiround,
 )
 from fl_privacy.config.fields import Section as _Section
+from fl_privacy.config.fields import choice_list
 from fl_privacy.config.fields import int_list as _int_list
 from fl_privacy.config.fields import none_if_empty as _none_if_empty
 from fl_privacy.data.registry import dataset_names, get_dataset
@@ -203,12 +204,7 @@ class MIASection(_Section):
     @field_validator("attacks", mode="before")
     @classmethod
     def _attacks(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        bad = [v for v in value if v not in MIA_ATTACKS]
-        if bad:
-            raise ValueError(f"unknown MIA attack(s) {bad} (choices: {', '.join(MIA_ATTACKS)})")
-        return value
+        return choice_list(value, MIA_ATTACKS, "MIA attack(s)")
 
 
 class EvaluationConfig(_Section):
