@@ -228,7 +228,7 @@ def test_data_checks_run_before_anything(tmp_path):
     idlg_batch = attack_experiment(victims={"split": "test", "indices": [0, 1, 2, 3], "group": "auto"},
                                    sweep={"training.batch_size": [1, 2]},
                                    table={"rows": "training.batch_size", "metrics": ["ssim_mean"]}, figure=None)
-    with pytest.raises(ConfigError, match=r"sweep point 2 of 2 \(training.batch_size=2\).*'idlg' handles one image"):
+    with pytest.raises(ConfigError, match=r"sweep point 2 of 2 \(training.batch_size=2\).*iDLG label inference handles one image"):
         load_experiment(write(tmp_path, idlg_batch, {**ATTACK_BASE, "attack": {"name": "idlg"}}))
     example = load_experiment(REPO / "experiments" / "example_quick.yaml", profile="full")
     assert len(example.points) == 6 and example.seeds == [0, 1, 2]

@@ -30,6 +30,7 @@ def test_multiround_settings_round_trip_through_run_config_and_json():
     ({"attack.victim_ids": [0, 1]}, "at least two other recorded clients"),
     ({"training.algorithm": "fedsgd"}, "training.algorithm=fedavg"),
     ({"mia.multiround.methods": "fedmia,nope"}, "unknown multi-round MIA method"),
+    ({"attack.victim_ids": None, "attack.victims": 3, "federation.fraction_train": 0.5}, "set attack.victim_ids"),
 ])
 def test_multiround_refuses_what_the_recorder_does_not_keep(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -100,3 +101,19 @@ def test_fedavg_attack_options_check_the_label_method():
     assert FedAvgAttackConfig(label_method="fedavg").label_method == "fedavg"
     with pytest.raises(ValueError, match="label_method"):
         FedAvgAttackConfig(label_method="counts")
+
+
+def test_fedmia_uses_the_other_clients_recorded_in_every_round():
+    """Rounds may record different clients (failures, sampling): FedMIA compares with those present in all."""
+    import numpy as np
+
+    from fl_privacy.audit.multiround_mia import _method_scores
+
+    rng = np.random.default_rng(0)
+    def round_of(ids):
+        return (ids, {"cosine": rng.random((len(ids), 5)), "loss": rng.random((len(ids), 5))})
+    measured = [round_of([0, 1, 2, 3]), round_of([0, 1, 3]), round_of([0, 1, 2, 3])]
+    scores = _method_scores(measured, 0, ["fedmia", "fedmia_loss"])
+    assert {k: v.shape for k, v in scores.items()} == {"fedmia": (5,), "fedmia_loss": (5,)}
+    with pytest.raises(ValueError, match="at least two other clients recorded in every scored round"):
+        _method_scores([round_of([0, 1, 2]), round_of([0, 1, 3])], 0, ["fedmia"])

@@ -130,9 +130,9 @@ def test_row_seconds_are_the_cells_shared_by_its_victims(tmp_path):
     loaded = load_experiment(write(tmp_path, experiment(), BASE), check_data=False)
     unit = loaded.units[0]
     entry = {"seconds": 6.0, "seconds_per_iteration": 0.3, "victims_batched": 3, "psnr_mean": 10.0}
-    row = units_module._attack_row(loaded, unit, Path(tmp_path), entry, 2.0)
+    row = units_module._attack_row(unit, Path(tmp_path), entry, 2.0)
     assert (row["seconds"], row["seconds_per_iteration"], row["wall_seconds"]) == (2.0, pytest.approx(0.1), 2.0)
-    alone = units_module._attack_row(loaded, unit, Path(tmp_path), {**entry, "victims_batched": 1}, 2.0)
+    alone = units_module._attack_row(unit, Path(tmp_path), {**entry, "victims_batched": 1}, 2.0)
     assert (alone["seconds"], alone["seconds_per_iteration"]) == (6.0, 0.3)
 
 

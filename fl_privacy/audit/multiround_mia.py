@@ -72,7 +72,12 @@ def _method_scores(measured: Measured, target: int, methods: Sequence[str]) -> d
     series = {key: np.stack([m[key][ids.index(target)] for ids, m in measured]) for key in ("cosine", "loss")}
 
     def others(key: str) -> np.ndarray:
-        return np.stack([np.delete(m[key], ids.index(target), axis=0) for ids, m in measured])
+        """The other clients recorded in *every* scored round (rounds may record different clients)."""
+        common = sorted(set.intersection(*(set(ids) for ids, _ in measured)) - {target})
+        if len(common) < 2:
+            raise ValueError(f"FedMIA compares client {target} with at least two other clients recorded in every "
+                             f"scored round, found {common}: record them with attack.victim_ids")
+        return np.stack([m[key][[ids.index(c) for c in common]] for ids, m in measured])
 
     make = {"fedmia": lambda: fedmia_scores(series["cosine"], others("cosine"), outlier=True),
             "fedmia_loss": lambda: fedmia_scores(series["loss"], others("loss")),

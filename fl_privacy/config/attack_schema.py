@@ -164,6 +164,11 @@ def check_recorded_for_multiround(config: Any) -> None:
     if config.training.algorithm != "fedavg":
         raise ValueError("mia.multiround scores FedAvg updates (the client's local model): set "
                          "training.algorithm=fedavg")
+    fed = config.federation
+    if attack.victim_ids is None and (fed.sampling == "poisson" or fed.fraction_train < 1):
+        raise ValueError("mia.multiround scores the same clients in every chosen round, but without "
+                         "attack.victim_ids the recorder keeps whichever clients were sampled: set "
+                         "attack.victim_ids (e.g. [0, 1, 2, 3]) or federation.fraction_train=1")
     recorded = attack.victim_ids if attack.victim_ids is not None else list(range(attack.victims))
     absent = sorted(set(multi.clients) - set(recorded))
     if absent:

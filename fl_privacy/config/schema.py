@@ -111,7 +111,8 @@ class ModelConfig(_Section):
 
 
 class FederationConfig(_Section):
-    num_clients: int = Field(default=10, ge=1, description="Must equal the number of SuperNodes (num-supernodes).")
+    num_clients: int = Field(default=10, ge=1, description="Clients (data partitions); with flwr run the SuperNodes host them, one each or several per "
+                             "SuperNode when there are fewer SuperNodes.")
     rounds: int = Field(default=3, ge=1)
     fraction_train: float = Field(default=1.0, gt=0, le=1)
     min_train_clients: int = Field(default=1, ge=1)

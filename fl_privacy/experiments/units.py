@@ -44,7 +44,7 @@ class LpipsCache:
         return self._by_device[device]
 
 
-def _base_row(experiment: Experiment, unit: Unit, root: Path, run_dir: Path) -> dict[str, Any]:
+def _base_row(unit: Unit, root: Path, run_dir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"row_id": unit.row_id, "point_id": unit.point.point_id, "seed": unit.seed,
                            "run_dir": str(run_dir.relative_to(root))}
     row.update({k: show(v) for k, v in unit.point.values.items()})
@@ -111,7 +111,7 @@ def run_attack_unit(experiment: Experiment, unit: Unit, root: Path, lpips: Lpips
         _, entry = attack_once(config, str(run_dir), None, victim.split, list(victim.indices), lpips(config))
     else:
         _, entry = attack_once(config, str(run_dir), victim.client, "train", None, lpips(config))
-    return [_attack_row(experiment, unit, root, entry, time.time() - started)]
+    return [_attack_row(unit, root, entry, time.time() - started)]
 
 
 def run_attack_cell(experiment: Experiment, cell: list[Unit], root: Path, lpips: LpipsCache) -> list[dict[str, Any]]:
@@ -129,13 +129,13 @@ def run_attack_cell(experiment: Experiment, cell: list[Unit], root: Path, lpips:
         requests.append(VictimRequest(str(unit.run_dir(root)), victim.client, victim.split, indices))
     entries = [entry for _, entry in attack_together(config, requests, lpips(config))]
     wall = (time.time() - started) / len(cell)
-    return [_attack_row(experiment, unit, root, entry, wall) for unit, entry in zip(cell, entries)]
+    return [_attack_row(unit, root, entry, wall) for unit, entry in zip(cell, entries)]
 
 
-def _attack_row(experiment: Experiment, unit: Unit, root: Path, entry: dict[str, Any],
+def _attack_row(unit: Unit, root: Path, entry: dict[str, Any],
                 wall: float) -> dict[str, Any]:
     """A victim's row; a batched attack's ``seconds`` and ``seconds_per_iteration`` are shared by its victims."""
-    row = _base_row(experiment, unit, root, unit.run_dir(root))
+    row = _base_row(unit, root, unit.run_dir(root))
     row.update({m: entry.get(m) for m in ATTACK_METRICS if m != "wall_seconds"})
     share = entry.get("victims_batched") or 1
     for key in ("seconds", "seconds_per_iteration"):
@@ -156,7 +156,7 @@ def run_federation_unit(experiment: Experiment, unit: Unit, root: Path,
     records = run.read_jsonl("rounds.jsonl")
     final = json.loads((run.root / "final.json").read_text()) if (run.root / "final.json").exists() else {}
     privacy = final.get("privacy") or {}
-    base = _base_row(experiment, unit, root, run_dir)
+    base = _base_row(unit, root, run_dir)
     if experiment.per_round:
         from fl_privacy.dp.report import privacy_block
 

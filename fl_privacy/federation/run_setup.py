@@ -54,7 +54,7 @@ def prepare(config: ExperimentConfig) -> RunSetup:
     """Load the training split, partition it and check every client can train as configured.
 
     Whether the run can also be *attacked* as configured is the evaluator's check:
-    ``fl_privacy.audit.preflight.prepare_checked``."""
+    ``fl_privacy.audit.ready.prepare_checked``."""
     train = load_split(config, "train")
     try:
         partitions = client_partitions(train.labels, config.data, config.federation.num_clients, config.seed)

@@ -29,11 +29,6 @@ class ServerUpdate:
         self.central = central_stage(self.pipeline)
         """Central DP: clients clip, the server noises the uniformly weighted aggregate."""
 
-    @property
-    def needs_server(self) -> bool:
-        """Whether a defense (or central DP) needs the server's help after aggregation."""
-        return self.pipeline.needs_server
-
     def weight(self, reported: int | None) -> float:
         """A reply's aggregation weight: its example count, or 1 when withheld or under central DP (uniform)."""
         return 1.0 if (reported is None or self.central is not None) else float(reported)

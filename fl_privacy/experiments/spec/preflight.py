@@ -16,6 +16,7 @@ from fl_privacy.experiments.spec.model import Experiment
 def preflight(experiment: Experiment) -> None:
     """Data, models, victims and attack knowledge of every point x seed, before the first run."""
     from fl_privacy.attacks import needs_generator
+    from fl_privacy.audit.preflight import check_image_budget, check_label_inference
     from fl_privacy.audit.ready import prepare_checked
     from fl_privacy.audit.run_attacks import gia_config
     from fl_privacy.federation.run_setup import build_model_for, images_per_update, load_split
@@ -42,7 +43,7 @@ def preflight(experiment: Experiment) -> None:
                     if bad:
                         raise ConfigError(f"victims.clients {bad} outside 0..{len(setup.partitions) - 1}")
                     images = max(images_per_update(config, len(setup.partitions[v.client])) for v in point.victims)
-                    _check_label_method(gia, images)
+                    check_label_inference(gia, images, f"each victim update here ({images} images)")
                     continue
                 data = load_split(config, experiment.victims_spec["split"])
                 bad = sorted({i for v in point.victims for i in v.indices or () if i >= len(data)})
@@ -50,10 +51,8 @@ def preflight(experiment: Experiment) -> None:
                     raise ConfigError(f"victims.indices {bad} outside the {experiment.victims_spec['split']} split "
                                       f"(0..{len(data) - 1})")
                 images = len(point.victims[0].indices or ())
-                _check_label_method(gia, images)
-                if images > config.attack.max_images:
-                    raise ConfigError(f"{images} images per victim is more than attack.max_images="
-                                      f"{config.attack.max_images}")
+                check_label_inference(gia, images, f"each victim update here ({images} images)")
+                check_image_budget(config, images, f"{images} images per victim")
                 model_key = json.dumps([config.data.model_dump(), config.model.model_dump()], default=str)
                 if model_key not in models_checked:
                     build_model_for(config, data)
@@ -86,9 +85,3 @@ def _check_generator_data(experiment: Experiment, config: ExperimentConfig) -> N
             raise ConfigError(f"experiment.generators.{name}.classes {missing} do not occur in {spec['dataset']} "
                               f"(classes 0..{max(present)})")
 
-
-def _check_label_method(gia: Any, images: int) -> None:
-    """iDLG's analytic label works for one image only; it would fail after the update is built."""
-    if gia.labels == "infer" and gia.label_method == "idlg" and images > 1:
-        raise ConfigError(f"label inference 'idlg' handles one image, each victim update here uses {images}: "
-                          f"set attack.gia.label_method (yin, llg, llg+), grant attack.threat.labels, or use batch 1")
