@@ -145,3 +145,21 @@ def test_readme_extending_examples_run():
         unregister_model("two_conv")
         for index in range(len(blocks)):
             sys.modules.pop(f"readme_example_{index}", None)
+
+
+def test_what_an_attack_declares_it_can_attack_is_checked_before_work():
+    """``AttackSpec.updates`` / ``observes`` are enforced by the pre-flight, not just documented."""
+    from fl_privacy.audit.run_attacks import gia_config
+
+    register_attack(AttackSpec(name="toy_fedsgd_only", family="GIA-O", options=mean_image_options,
+                               reconstruct=mean_image_attack, updates=frozenset({"fedsgd"}),
+                               observes=frozenset({"update"})))
+    try:
+        gia_config(build_config({}, {"attack.name": "toy_fedsgd_only", "training.algorithm": "fedsgd"}))
+        with pytest.raises(ConfigError, match="attacks fedsgd updates but training.algorithm is 'fedavg'"):
+            gia_config(build_config({}, {"attack.name": "toy_fedsgd_only", "training.algorithm": "fedavg"}))
+        with pytest.raises(ConfigError, match="attack.threat.observes is 'aggregate'"):
+            gia_config(build_config({}, {"attack.name": "toy_fedsgd_only", "training.algorithm": "fedsgd",
+                                         "attack.threat.observes": "aggregate"}))
+    finally:
+        unregister_attack("toy_fedsgd_only")

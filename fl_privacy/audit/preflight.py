@@ -91,6 +91,17 @@ def check_fedavg_attack(config: ExperimentConfig) -> None:
                           "FedSGD gradients: set attack.probe_images=0 or use inverting_gradients")
 
 
+def check_attack_fits(config: ExperimentConfig, spec: Any) -> None:
+    """The registered attack (``AttackSpec``) declares which updates and threat observations it can attack."""
+    algorithm, observes = config.training.algorithm, config.attack.threat.observes
+    if algorithm not in spec.updates:
+        raise ConfigError(f"attack '{spec.name}' attacks {' or '.join(sorted(spec.updates))} updates but "
+                          f"training.algorithm is '{algorithm}': change training.algorithm or the attack")
+    if observes not in spec.observes:
+        raise ConfigError(f"attack '{spec.name}' works on {' or '.join(sorted(spec.observes))} observations but "
+                          f"attack.threat.observes is '{observes}': change attack.threat.observes or the attack")
+
+
 def check_generator(config: ExperimentConfig, pending: Collection[str] = ()) -> None:
     """GIA-L: ``attack.generator`` names a valid checkpoint (or one the experiment trains first: ``pending``)."""
     path = config.attack.generator

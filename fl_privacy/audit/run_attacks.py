@@ -36,6 +36,9 @@ def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = (
     run (their absence is not an error yet).
     """
     spec = _spec(config)
+    if "fedsgd" not in spec.updates:
+        preflight.check_fedavg_attack(config)
+    preflight.check_attack_fits(config, spec)
     if spec.family == "aggregate":
         return cocktail_party_config(config)
     overrides = {"model_mode": config.training.model_mode, **config.attack.gia.overrides()}  # the announced procedure
@@ -48,8 +51,6 @@ def gia_config(config: ExperimentConfig, pending_generators: Collection[str] = (
         raise ConfigError(f"attack: {err}") from None
     if spec.needs_generator:
         preflight.check_generator(config, pending_generators)
-    if "fedsgd" not in spec.updates:
-        preflight.check_fedavg_attack(config)
     if getattr(cfg, "labels", None) == "known" and not threat.labels:
         raise ConfigError("attack.gia.labels is 'known' but the threat level does not grant labels: "
                           "set attack.threat.labels=true or use labels 'infer'")
