@@ -7,7 +7,6 @@ dataset or an impossible setting fails in seconds instead of after hours of swee
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from fl_privacy.config import ConfigError, ExperimentConfig
 from fl_privacy.experiments.spec.model import Experiment
