@@ -63,7 +63,7 @@ def check_attack_size(config: ExperimentConfig, update_sizes: Sequence[int], gia
 def check_aggregate_size(config: ExperimentConfig, update_sizes: Sequence[int]) -> None:
     """Secure aggregation: the attack faces every participant's images at once (K clients x B images)."""
     fed = config.federation
-    count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
+    count = fed.clients_per_round()
     if fed.sampling == "poisson":  # a Poisson round may draw every client
         count = fed.num_clients
     total = sum(sorted(update_sizes, reverse=True)[:count])

@@ -132,6 +132,10 @@ class FederationConfig(_Section):
                                     "(server learning rate, default 1.0); empty: Flower's default.")
     server_momentum: float = Field(default=0.9, ge=0, lt=1, description="fedavgm: the server's momentum.")
 
+    def clients_per_round(self) -> int:
+        """Fixed sampling's draw size: ``max(int(num_clients * fraction_train), min_train_clients)``."""
+        return max(int(self.num_clients * self.fraction_train), self.min_train_clients)
+
 
 class TrainingConfig(_Section):
     """Client-side local training (what a client does before it shares)."""

@@ -117,7 +117,7 @@ def client_sampling(config: Any) -> tuple[str, float, float]:
     fed = config.federation
     if fed.sampling == "poisson":
         return "poisson", fed.fraction_train, fed.num_clients * fed.fraction_train
-    count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
+    count = fed.clients_per_round()
     return ("none" if count >= fed.num_clients else "fixed_size"), count / fed.num_clients, count
 
 

@@ -17,7 +17,7 @@ def sample_clients(config: ExperimentConfig, server_round: int) -> list[int]:
     rng = np.random.default_rng([config.seed, server_round])
     if fed.sampling == "poisson":
         return [int(p) for p in np.flatnonzero(rng.random(fed.num_clients) < fed.fraction_train)]
-    count = max(int(fed.num_clients * fed.fraction_train), fed.min_train_clients)
+    count = fed.clients_per_round()
     return sorted(int(p) for p in rng.choice(fed.num_clients, size=count, replace=False))
 
 
