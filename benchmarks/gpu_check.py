@@ -3,19 +3,23 @@
     python benchmarks/gpu_check.py --out results/            # on a GPU machine (default --out: $OUT)
     python benchmarks/gpu_check.py --device cpu --tiny       # plumbing check on a CPU (the test runs this)
 
-Parts, each in its own process with a hard time limit (a part that runs out is reported, not hung):
+Parts, each in its own process with a hard time limit (a part that runs out is reported with what it
+saved so far, not hung), in this order:
 
+* ``variants``, ``restarts``, ``quality``: see ``benchmarks/gpu_speed.py`` (engine variants' iterations/s,
+  8 restarts vs 1, PSNR/SSIM of float32 vs tf32 vs bf16 on photographs). The later parts use the fastest
+  variant found (``--variant`` to choose one).
+* ``victims``: the same attack on 16 and ``--victims`` victims of one global model batched into one
+  problem vs one victim: seconds per iteration of each and their ratio (target: 16 <= 6x one).
 * ``speed``: ResNet-18, one 32x32 image (FedSGD batch 1), ``inverting_gradients`` with labels known,
-  eval mode: iterations per second eagerly and with the iteration captured as a CUDA graph
-  (``attack.gia.cuda_graph``; capture time counted). Target: 24,000 iterations in under 60 s on an
-  H100/H200-class GPU. Runs ``--iterations`` when the measured rate says they fit the part's budget,
-  else as many as fit, and projects the time for 24,000.
-* ``victims``: the same attack on ``--victims`` victims of one global model batched into one
-  problem vs one victim: seconds per iteration of each and their ratio.
+  eval mode, CUDA graph: ``--iterations`` (24,000) when the measured rate says they fit the part's
+  budget, else as many as fit, everything counted (compile, capture). Target: 24,000 in under 60 s on
+  an H100/H200-class GPU.
 * ``federation``: ``fl-privacy run --backend ray`` with ``--clients`` clients on fractional GPUs
   (``resources.client_gpus 0.1``), one round, the server attacking two victims on the GPU.
 
-Images are synthetic (smooth random images written to an .npz), so nothing needs downloading.
+Images are synthetic (smooth random images; an .npz for the federation) or scikit-image's bundled
+photographs (``quality``), so nothing needs downloading.
 Writes ``gpu_check.json`` and ``gpu_check.md`` to ``--out``.
 """
 
@@ -35,6 +39,7 @@ TARGET_ITERATIONS = 24_000
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere: import the package from this checkout
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # its sibling gpu_speed.py
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
@@ -64,75 +69,56 @@ def _victims(n: int, device: str, model_name: str = "resnet18", size: int = 32):
     return out
 
 
-def _timed_or_eager(observations, iterations: int, device: str, cuda_graph: bool, lean: bool = False) -> dict[str, Any]:
-    """``_timed`` with the CUDA graph; if capturing fails, the error is kept and the eager run reported."""
-    if not cuda_graph:
-        return _timed(observations, iterations, device, False, lean)
-    try:
-        return _timed(observations, iterations, device, True, lean)
-    except Exception as err:  # noqa: BLE001 - reported in the results, the check goes on eagerly
-        out = _timed(observations, iterations, device, False, lean)
-        out["cuda_graph_error"] = f"{type(err).__name__}: {err}"[:2000]
-        return out
-
-
-def _timed(observations, iterations: int, device: str, cuda_graph: bool, lean: bool = False) -> dict[str, float]:
-    import torch
-
-    from fl_privacy.attacks.gia import preset
-    from fl_privacy.attacks.gia.engine import reconstruct_victims
-
-    cfg = preset("inverting_gradients", labels="known", model_mode="eval", iterations=iterations,
-                 cuda_graph=cuda_graph, lean_convolutions=lean)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    results = reconstruct_victims(observations, cfg, device=device)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    return {"iterations": iterations, "lean_convolutions": lean, "seconds": seconds, "s_per_iteration": seconds / iterations,
-            "iterations_per_s": iterations / seconds, "objective": results[0].objective,
-            "notes": sorted({n for r in results for n in r.notes})}
-
-
 def part_speed(args: argparse.Namespace) -> dict[str, Any]:
-    """ResNet-18 B=1 iterations/s: eager, then CUDA graph (projected and, budget allowing, measured)."""
+    """ResNet-18 B=1: up to 24,000 iterations of the fastest variant (``variants``), everything counted."""
+    from gpu_speed import VARIANTS, attack_seconds
+
     obs = _victims(1, args.device, args.model)
-    out: dict[str, Any] = {"model": args.model, "batch": 1, "device": args.device}
-    _timed(obs, 2, args.device, cuda_graph=False)  # warm-up: CUDA context, kernels, allocator
-    out["eager"] = _timed(obs, args.probe_iterations, args.device, cuda_graph=False)
-    graph = args.device.startswith("cuda")
-    out["graph_probe"] = _timed_or_eager(obs, args.probe_iterations, args.device, cuda_graph=graph)
-    graph = graph and "cuda_graph_error" not in out["graph_probe"]
-    rate, lean = out["graph_probe"]["iterations_per_s"], False
-    try:  # the same with convolutions that skip the unneeded weight gradient (fewer FLOPs)
-        out["graph_lean_probe"] = _timed_or_eager(obs, args.probe_iterations, args.device, graph, lean=True)
-        if out["graph_lean_probe"]["iterations_per_s"] > rate and "cuda_graph_error" not in out["graph_lean_probe"]:
-            rate, lean = out["graph_lean_probe"]["iterations_per_s"], True
-    except Exception as err:  # noqa: BLE001 - reported, the check goes on without them
-        out["graph_lean_probe"] = {"error": f"{type(err).__name__}: {err}"[:2000]}
-    out["projected_s_for_24000"] = TARGET_ITERATIONS / rate
-    fits = int(rate * args.budget_speed * 0.5)
-    n = min(args.iterations, max(args.probe_iterations, fits))
-    out["graph_full"] = _timed_or_eager(obs, n, args.device, cuda_graph=graph, lean=lean)
-    full = out["graph_full"]
-    out["s_for_24000"] = full["seconds"] * TARGET_ITERATIONS / n  # measured when n == 24,000
-    out["target_met"] = n == TARGET_ITERATIONS and full["seconds"] < 60
+    variant = VARIANTS.get(args.variant, {"batching": "vmap"})
+    n = args.iterations
+    if args.variant_rate:  # as many as fit in half the part's budget (compilation and capture come on top)
+        n = min(n, max(args.probe_iterations, int(args.variant_rate * args.budget_speed * 0.5)))
+    seconds, results = attack_seconds(obs, n, variant, args.device)
+    out: dict[str, Any] = {"model": args.model, "batch": 1, "device": args.device, "variant": args.variant or "vmap",
+                           "iterations": n, "seconds": seconds, "iterations_per_s": n / seconds,
+                           "objective": results[0].objective, "notes": results[0].notes}
+    out["s_for_24000"] = seconds * TARGET_ITERATIONS / n  # measured when n == 24,000
+    out["target_met"] = n == TARGET_ITERATIONS and seconds < 60
     return out
 
 
 def part_victims(args: argparse.Namespace) -> dict[str, Any]:
-    """Seconds per iteration of V victims batched vs one victim (same attack, same model)."""
-    graph = args.device.startswith("cuda")
+    """Seconds per iteration of 16 and ``--victims`` victims batched vs one victim (same attack, same model)."""
+    from gpu_speed import VARIANTS, per_iteration
+
+    variant = VARIANTS.get(args.variant, {"batching": "vmap"})
+    short, long = (2, 4) if args.tiny else (20, args.victim_iterations)
     observations = _victims(args.victims, args.device, args.model)
-    _timed(observations, 2, args.device, cuda_graph=False)  # warm-up (allocations of the large problem)
-    _timed(observations[:1], 2, args.device, cuda_graph=False)
-    one = _timed_or_eager(observations[:1], args.victim_iterations, args.device, cuda_graph=graph)
-    many = _timed_or_eager(observations, args.victim_iterations, args.device, cuda_graph=graph)
-    return {"victims": args.victims, "one": one, "batched": many,
-            "ratio": many["s_per_iteration"] / one["s_per_iteration"],
-            "per_victim_speedup": args.victims * one["s_per_iteration"] / many["s_per_iteration"]}
+    one = per_iteration(observations[:1], variant, args.device, short, long)
+    out: dict[str, Any] = {"variant": args.variant or "vmap", "one": one}
+    for n in sorted({min(16, args.victims), args.victims}):
+        many = per_iteration(observations[:n], variant, args.device, short, long)
+        out[str(n)] = {"batched": many, "ratio": many["s_per_iteration"] / one["s_per_iteration"]}
+        Path(args.result).write_text(json.dumps(out, default=str))
+    return out
+
+
+def part_variants(args: argparse.Namespace) -> dict[str, Any]:
+    import gpu_speed
+
+    return gpu_speed.part_variants(args, _victims)
+
+
+def part_restarts(args: argparse.Namespace) -> dict[str, Any]:
+    import gpu_speed
+
+    return gpu_speed.part_restarts(args, _victims, args.variant_float32 or "vmap float32")
+
+
+def part_quality(args: argparse.Namespace) -> dict[str, Any]:
+    import gpu_speed
+
+    return gpu_speed.part_quality(args)
 
 
 def _synthetic_npz(path: Path, n_train: int, n_test: int) -> None:
@@ -179,13 +165,14 @@ def part_federation(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-PARTS = {"speed": part_speed, "victims": part_victims, "federation": part_federation}
+PARTS = {"variants": part_variants, "restarts": part_restarts, "victims": part_victims, "quality": part_quality,
+         "speed": part_speed, "federation": part_federation}
 
 
-def _run_part(name: str, args: argparse.Namespace, budget: float) -> dict[str, Any]:
-    """Run one part in a child process under a hard time limit."""
+def _run_part(name: str, args: argparse.Namespace, budget: float, extra: list[str]) -> dict[str, Any]:
+    """Run one part in a child process under a hard time limit (what it saved so far is kept if it runs out)."""
     result_file = Path(tempfile.mkstemp(prefix=f"gpu-check-{name}-", suffix=".json")[1])
-    cmd = [sys.executable, __file__, "--part", name, "--result", str(result_file), *sys.argv[1:]]
+    cmd = [sys.executable, __file__, "--part", name, "--result", str(result_file), *sys.argv[1:], *extra]
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget)
@@ -204,21 +191,37 @@ def _run_part(name: str, args: argparse.Namespace, budget: float) -> dict[str, A
 def _markdown(report: dict[str, Any]) -> str:
     lines = [f"# gpu_check ({report['device']}, {report['gpu_name']})", "",
              f"Command: `{report['command']}`", "", "| part | measurement | value |", "|---|---|---|"]
-    speed = report["parts"].get("speed", {})
-    if "graph_full" in speed:
-        for key, label in (("eager", "eager"), ("graph_full", "CUDA graph" if report["gpu"] else "eager (no GPU)")):
-            r = speed[key]
-            label += ", lean convolutions" if r.get("lean_convolutions") else ""
-            lines.append(f"| speed | {speed['model']} B=1 {label}: iterations/s ({r['iterations']} iterations) | "
-                         f"{r['iterations_per_s']:.1f} |")
+    parts = report["parts"]
+    for name, r in parts.get("variants", {}).get("variants", {}).items():
+        value = f"{r['iterations_per_s']:.1f} (first call {r['first_call_s']:.1f} s)" if "iterations_per_s" in r \
+            else f"error: {r.get('error', '')[:120]}"
+        lines.append(f"| variants | {report['model']} B=1 {name}, CUDA graph: iterations/s | {value} |")
+    restarts = parts.get("restarts", {})
+    if "ratio" in restarts:
+        lines.append(f"| restarts | 8 restarts / 1 per iteration ({restarts['variant']}; target <= 3) | "
+                     f"{restarts['ratio']:.2f} |")
+    victims = parts.get("victims", {})
+    for key, r in victims.items():
+        if isinstance(r, dict) and "ratio" in r:
+            lines.append(f"| victims | {key} victims batched / 1 per iteration ({victims['variant']}; target <= 6 "
+                         f"for 16) | {r['ratio']:.2f} |")
+    quality = parts.get("quality", {})
+    for precision in ("float32", "tf32", "bf16"):
+        if precision in quality:
+            q = quality[precision]
+            lines.append(f"| quality | {quality['victims']} photographs, {quality['iterations']} iterations, "
+                         f"{precision}: PSNR / SSIM | {q['psnr_mean']:.2f} / {q['ssim_mean']:.3f} |")
+    for precision in ("tf32", "bf16"):
+        d = quality.get(f"{precision}_minus_float32_psnr")
+        if d:
+            lines.append(f"| quality | {precision} - float32 PSNR, paired: mean [min, max] (Wilcoxon p) | "
+                         f"{d['mean']:+.2f} [{d['min']:+.2f}, {d['max']:+.2f}] ({d['wilcoxon_p']}) |")
+    speed = parts.get("speed", {})
+    if "seconds" in speed:
+        lines.append(f"| speed | {speed['model']} B=1 {speed['variant']}: {speed['iterations']} iterations, s "
+                     f"(compile and capture counted) | {speed['seconds']:.1f} |")
         lines.append(f"| speed | seconds for 24,000 iterations (target < 60) | {speed['s_for_24000']:.1f} |")
-    victims = report["parts"].get("victims", {})
-    if "ratio" in victims:
-        lines.append(f"| victims | s/iteration, 1 victim | {victims['one']['s_per_iteration']:.4f} |")
-        lines.append(f"| victims | s/iteration, {victims['victims']} victims batched | "
-                     f"{victims['batched']['s_per_iteration']:.4f} |")
-        lines.append(f"| victims | ratio batched / one (target <= 6 for 16) | {victims['ratio']:.2f} |")
-    fed = report["parts"].get("federation", {})
+    fed = parts.get("federation", {})
     if "wall_s" in fed and "clients" in fed:
         lines.append(f"| federation | {fed['clients']} clients, {fed['backend']}, client_gpus {fed['client_gpus']}: wall s "
                      f"(exit {fed['returncode']}) | {fed['wall_s']:.1f} |")
@@ -226,7 +229,7 @@ def _markdown(report: dict[str, Any]) -> str:
             lines.append(f"| federation | attack on client {a['partition_id']}: PSNR dB / s per iteration | "
                          f"{a['psnr_mean']:.2f} / {a['seconds_per_iteration']:.4f} |")
     lines += ["", "| part | status | wall s |", "|---|---|---|"]
-    lines += [f"| {k} | {v['status']} | {v['wall_s']:.1f} |" for k, v in report["parts"].items()]
+    lines += [f"| {k} | {v['status']} | {v['wall_s']:.1f} |" for k, v in parts.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -244,9 +247,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--fed-iterations", type=int, default=200)
     parser.add_argument("--backend", choices=("ray", "inprocess"), default="ray")
-    parser.add_argument("--budget-speed", type=float, default=170.0, help="hard limit of the speed part, s")
-    parser.add_argument("--budget-victims", type=float, default=100.0, help="hard limit of the victims part, s")
+    parser.add_argument("--quality-victims", type=int, default=8)
+    parser.add_argument("--quality-iterations", type=int, default=1000)
+    parser.add_argument("--budget-variants", type=float, default=170.0, help="hard limit of the variants part, s")
+    parser.add_argument("--budget-restarts", type=float, default=45.0, help="hard limit of the restarts part, s")
+    parser.add_argument("--budget-victims", type=float, default=75.0, help="hard limit of the victims part, s")
+    parser.add_argument("--budget-quality", type=float, default=100.0, help="hard limit of the quality part, s")
+    parser.add_argument("--budget-speed", type=float, default=130.0, help="hard limit of the speed part, s")
     parser.add_argument("--budget-federation", type=float, default=170.0, help="hard limit of the federation part, s")
+    parser.add_argument("--variant", default=None, help="engine variant of speed/victims (default: the fastest "
+                        "the variants part found, else vmap float32)")
+    parser.add_argument("--variant-float32", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--variant-rate", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -263,14 +275,21 @@ def main() -> None:
         raise SystemExit("--device cuda but no CUDA device is visible: use --device cpu")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    budgets = {"speed": args.budget_speed, "victims": args.budget_victims, "federation": args.budget_federation}
+    budgets = {name: getattr(args, f"budget_{name}") for name in PARTS}
     report: dict[str, Any] = {
         "device": args.device, "gpu": args.device.startswith("cuda"), "torch": torch.__version__,
         "gpu_name": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else "none",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]), "parts": {},
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), "model": args.model, "parts": {},
     }
+    extra: list[str] = []
     for name in args.parts:
-        report["parts"][name] = _run_part(name, args, budgets[name])
+        report["parts"][name] = _run_part(name, args, budgets[name], extra)
+        found = report["parts"][name]
+        if name == "variants" and found.get("best_variant") and not args.variant:  # the later parts use the fastest
+            best = found["best_variant"]
+            extra = ["--variant", best, "--variant-rate", str(found["variants"][best]["iterations_per_s"])]
+            if found.get("best_float32_variant"):
+                extra += ["--variant-float32", found["best_float32_variant"]]
         print(f"{name}: {report['parts'][name]['status']} in {report['parts'][name]['wall_s']:.1f} s", flush=True)
         (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "gpu_check.md").write_text(_markdown(report))

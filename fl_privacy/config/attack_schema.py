@@ -73,6 +73,12 @@ class GIAOptions(_Section):
                                                              "a GPU, loop on a CPU.")
     lean_convolutions: bool | None = Field(default=None, description="GIA-O: convolutions whose double backward "
                                            "skips the unneeded weight gradient (fewer FLOPs, same numbers).")
+    compile: bool | None = Field(default=None, description="GIA-O: torch.compile the iteration's loss (inner "
+                                 "gradient included; compile time counted); eager again, with a note, if it fails.")
+    precision: Literal["float32", "tf32", "bf16"] | None = Field(default=None, description="GIA-O arithmetic: "
+                                                                 "float32 (strict, default), tf32 (NVIDIA tensor "
+                                                                 "cores) or bf16 autocast; reduced precision is "
+                                                                 "opt-in and changes the reconstruction.")
     parameters: list[str] | None = Field(default=None, description="Match only the gradients of parameters whose "
                                          "names start with one of these prefixes (SoK Table III: one inception "
                                          "block, e.g. features.inception_3a); unset = all.")

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from fl_privacy.attacks.gia.labels import resolve_labels
+from fl_privacy.attacks.gia.precision import attack_precision, precision_note
 from fl_privacy.attacks.gia.optimise import Candidates, LoopOutcome, optimise, uses_cuda_graph
 from fl_privacy.attacks.gia.options import GIAConfig, from_presets  # noqa: F401  (``presets`` imports it from here)
 from fl_privacy.attacks.gia.problem import GIAProblem
@@ -78,11 +79,12 @@ def reconstruct_victims(observations: Sequence[Observation], cfg: GIAConfig,
     lo, hi = observations[0].pixel_box(device)
     box = (lo.to(problem.dtype).unsqueeze(0), hi.to(problem.dtype).unsqueeze(0))  # (1, 1, C, 1, 1)
     cand = start_candidates(observations, cfg, problem, box)
-    notes = _run_notes(problem, cfg, len(observations))
-    run = optimise(problem, cand, cfg, box, progress)
-    with torch.no_grad():
+    with attack_precision(cfg.precision, device):
+        run = optimise(problem, cand, cfg, box, progress)
+    with torch.no_grad(), attack_precision("float32", device):  # scored in float32, whatever the attack ran in
         _, distance = problem.evaluate(run.final[0], cand.labels(run.final[1] if cand.logits is not None else None))
     seconds = time.perf_counter() - run.start
+    notes = _run_notes(problem, cfg, len(observations))
     if cfg.early_stop_window and run.steps < cfg.iterations:
         notes.append(f"early stopping: all restarts stopped by iteration {run.steps} of {cfg.iterations}")
     return _victim_results(problem, cfg, cand, run, distance, seconds, notes)
@@ -126,6 +128,9 @@ def _run_notes(problem: GIAProblem, cfg: GIAConfig, victims: int) -> list[str]:
         notes.append("inferred labels are a multiset; their assignment to schedule positions is arbitrary")
     if victims > 1:
         notes.append(f"optimised together with {victims - 1} other victim(s) of the same global model")
+    note = precision_note(cfg.precision, problem.device)
+    if note:
+        notes.append(note)
     if cfg.cuda_graph and not uses_cuda_graph(cfg, problem.device):
         notes.append("cuda_graph needs Adam on a CUDA device: ran without a CUDA graph")
     return notes

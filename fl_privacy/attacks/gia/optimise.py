@@ -98,7 +98,7 @@ class _Iteration:
 
     def closure(self) -> torch.Tensor:
         self.opt.zero_grad(set_to_none=not self.graphed)
-        total, _ = self.problem.evaluate(self.cand.x, self.cand.labels(self.cand.logits))
+        total, _ = self.problem.loop_evaluate(self.cand.x, self.cand.labels(self.cand.logits))
         loss = total.sum()
         loss.backward()
         self.evaluations.append(total.detach())

@@ -137,6 +137,14 @@ class GIAConfig:
     cuda_graph: bool = False
     """Adam on a CUDA device: capture one iteration as a CUDA graph after 3 eager ones and replay it
     (removes the per-kernel launch cost that dominates small models on a GPU); same numbers as eager."""
+    compile: bool = False
+    """Optimise the iteration's loss with ``torch.compile`` (the inner parameter gradient included; compile
+    time counted in ``seconds``). Same numbers within float tolerance; pays where kernels are small (GPU,
+    small models); falls back to eager with a note when compiling fails."""
+    precision: Literal["float32", "tf32", "bf16"] = "float32"
+    """Arithmetic of the attack (``fl_privacy.attacks.gia.precision``): strict float32 (TF32 off even where
+    PyTorch would allow it), TF32 tensor cores on an NVIDIA GPU, or bf16 autocast. Reduced precision is
+    opt-in; its effect on PSNR/SSIM is measured in benchmarks/gpu_check.py."""
 
     def __post_init__(self) -> None:
         check_choices(self)

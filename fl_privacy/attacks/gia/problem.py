@@ -81,6 +81,7 @@ class GIAProblem:
         self.bn_modules = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.bn_target: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._captured: list[torch.Tensor] | None = None
+        self._compiled = None  # ``cfg.compile``: the compiled ``evaluate``, made at the first loop iteration
         if cfg.bn > 0:
             self.bn_target = bn_prior_target(victims, len(self.bn_modules), self.device, self.dtype)
             for module in self.bn_modules:
@@ -187,6 +188,20 @@ class GIAProblem:
         stacked = tuple((torch.stack([s[i][0] for s in stats]), torch.stack([s[i][1] for s in stats]))
                         for i in range(len(stats[0])))
         return torch.cat(distances), stacked
+
+    def loop_evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``evaluate`` for the optimisation loop: compiled with ``cfg.compile`` (eager again, with a note,
+        if compiling fails: the first call is an eager warm-up iteration, before any CUDA graph capture)."""
+        if not self.cfg.compile:
+            return self.evaluate(x, y)
+        if self._compiled is None:
+            self._compiled = torch.compile(self.evaluate, dynamic=False)
+            try:
+                return self._compiled(x, y)
+            except Exception as err:  # noqa: BLE001 - a compiler limitation: the attack runs eagerly
+                self._compiled = self.evaluate
+                self.notes.append(f"compile failed, ran eagerly: {type(err).__name__}: {str(err)[:200]}")
+        return self._compiled(x, y)
 
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(optimised loss, gradient distance), each (R,)."""
