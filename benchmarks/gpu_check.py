@@ -257,6 +257,8 @@ def main() -> None:
     parser.add_argument("--budget-federation", type=float, default=170.0, help="hard limit of the federation part, s")
     parser.add_argument("--variant", default=None, help="engine variant of speed/victims (default: the fastest "
                         "the variants part found, else vmap float32)")
+    parser.add_argument("--variants", nargs="*", default=None, help="variants part: only these (names in "
+                        "gpu_speed.VARIANTS)")
     parser.add_argument("--variant-float32", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--variant-rate", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)

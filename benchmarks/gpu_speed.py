@@ -30,6 +30,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "vmap tf32 cudnn.benchmark": {"batching": "vmap", "precision": "tf32", "cudnn_benchmark": True},
     "vmap float32 compile": {"batching": "vmap", "compile": True},  # last: the first compile takes minutes
     "vmap tf32 compile": {"batching": "vmap", "precision": "tf32", "compile": True},
+    "loop tf32 compile": {"batching": "loop", "precision": "tf32", "compile": True},
 }
 """Name -> GIAConfig overrides (``cudnn_benchmark`` is the global torch flag, set for that variant only)."""
 
@@ -76,7 +77,7 @@ def per_iteration(observations, variant: dict[str, Any], device: str, short: int
 def part_variants(args, victims_fn) -> dict[str, Any]:
     obs = victims_fn(1, args.device, args.model)
     short, long = (2, 4) if args.tiny else (50, 350)
-    names = [n for n in VARIANTS if not (args.tiny and "compile" in n)]  # compiling is minutes on a CPU
+    names = args.variants or [n for n in VARIANTS if not (args.tiny and "compile" in n)]  # compiling: minutes on a CPU
     out: dict[str, Any] = {"model": args.model, "short": short, "long": long, "variants": {}}
     for name in names:
         try:

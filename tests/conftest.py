@@ -51,6 +51,7 @@ INTEGRATION_FILES = frozenset({
 SLOW_TESTS = frozenset({
     "test_gia_batching.py::test_vmap_loop_and_lean_convolutions_give_the_same_iteration",
     "test_gia_engine.py::test_inverting_gradients_adam_improves_psnr_and_picks_the_best_restart",
+    "test_gia_precision.py::test_compiled_loss_gives_the_eager_iterations",
 })
 """Single slow tests in otherwise fast files (file::function), also `integration`."""
 

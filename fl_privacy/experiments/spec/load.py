@@ -69,6 +69,7 @@ def load_experiment(
     axes = resolve_axes(section.sweep or {}, chosen.sweep or {}, profile_name)
     seeds = list(chosen.seeds if chosen.seeds is not None else section.seeds)
     profile_set, cli = profiles.overrides(chosen, profile_name, overrides, axes)
+    profile_set = profiles.with_early_stopping(profile_name, base or {}, profile_set, cli, axes)
     # runs are named after the experiment unless base names them
     resolved_base = profiles.apply({"name": name, **profiles.merge_base(RUNNER_DEFAULTS, base)}, profile_set, cli)
     root = Path(out).expanduser().resolve() if out is not None else \

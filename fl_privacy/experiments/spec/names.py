@@ -15,6 +15,11 @@ from fl_privacy.metrics.catalog import multiround_mia_metrics
 
 MODES = ("attack", "federation")
 DEFAULT_PROFILE = "quick"
+EARLY_STOP_KEY = "attack.gia.early_stop_window"
+EARLY_STOP_PROFILES = {"quick": 200, "standard": 200}
+"""Profiles that stop a stalled GIA-O restart by default: no relative improvement of ``early_stop_tol``
+(1e-3) in 200 iterations. ``full`` (the papers' budgets) runs every iteration, as the reference code does.
+An experiment's base, profile, sweep or ``--set`` value of the key wins (``=0`` turns it off)."""
 TABLE_STATS = ("mean", "median")
 """Cell statistics: ``mean`` = mean ± sample std, ``median`` = median over victims/seeds."""
 GENERATOR_REF = "generator:"

@@ -14,7 +14,13 @@ from typing import Any
 from fl_privacy.config import ConfigError, _check_known, _merge, parse_overrides, unflatten
 from fl_privacy.experiments.spec.errors import validate
 from fl_privacy.experiments.spec.model import Axis, generator_path
-from fl_privacy.experiments.spec.names import DEFAULT_PROFILE, GENERATOR_REF, close
+from fl_privacy.experiments.spec.names import (
+    DEFAULT_PROFILE,
+    EARLY_STOP_KEY,
+    EARLY_STOP_PROFILES,
+    GENERATOR_REF,
+    close,
+)
 from fl_privacy.experiments.spec.schema import ExperimentSection, GeneratorChange, Profile
 from fl_privacy.experiments.spec.sweep import flat, overlaps
 
@@ -58,6 +64,17 @@ def overrides(chosen: Profile, profile: str, cli_overrides: list[str] | Mapping[
             if any(overlaps(k, "seed") for k in o):
                 raise ConfigError(f"experiment.sweep.{a.key}: sweep seeds with experiment.seeds, not the config key")
     return profile_set, cli
+
+
+def with_early_stopping(profile: str, base: Mapping[str, Any], profile_set: dict[str, Any],
+                        cli: Mapping[str, Any], axes: list[Axis]) -> dict[str, Any]:
+    """``profile_set`` plus the profile's default early-stopping window when nothing else sets it."""
+    window = EARLY_STOP_PROFILES.get(profile)
+    if window is None:
+        return profile_set
+    set_elsewhere = (EARLY_STOP_KEY in flat(dict(base)) or EARLY_STOP_KEY in profile_set or EARLY_STOP_KEY in cli
+                     or any(overlaps(k, EARLY_STOP_KEY) for a in axes for o in a.overrides for k in o))
+    return profile_set if set_elsewhere else {**profile_set, EARLY_STOP_KEY: window}
 
 
 def apply(base: dict[str, Any], *flat_sets: dict[str, Any]) -> dict[str, Any]:
