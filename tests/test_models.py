@@ -12,7 +12,7 @@ from fl_privacy.models.resnet import BasicBlock
 
 CIFAR = (3, 32)
 MNIST = (1, 28)
-SECOND_ORDER_MODELS = ("lenet", "convnet", "small_cnn")
+SECOND_ORDER_MODELS = ("lenet", "convnet", "small_cnn", "fedavg_cnn")
 # Narrow variants for tests whose property does not depend on width (keeps tests fast).
 NARROW: dict[str, dict[str, object]] = {
     "lenet": {},
@@ -24,6 +24,7 @@ NARROW: dict[str, dict[str, object]] = {
     "densenet43": {"width": 8, "growth_rate": 4},
     "densenet53": {"width": 8, "growth_rate": 4},
     "mlp": {"width": 8},
+    "fedavg_cnn": {"width": 8},
 }
 
 
@@ -56,7 +57,7 @@ def of_type(model: nn.Module, kind: type[nn.Module]) -> list[nn.Module]:
 
 def test_model_names() -> None:
     assert MODEL_NAMES == ("lenet", "convnet", "resnet18", "resnet34", "small_cnn", "googlenet", "densenet43",
-                           "densenet53", "mlp")
+                           "densenet53", "mlp", "fedavg_cnn")
 
 
 @pytest.mark.parametrize("shape", [CIFAR, MNIST], ids=["cifar", "mnist"])

@@ -20,7 +20,7 @@ from functools import partial
 
 from torch import nn
 
-from . import convnet, densenet, googlenet, lenet, mlp, resnet, small_cnn
+from . import convnet, densenet, fedavg_cnn, googlenet, lenet, mlp, resnet, small_cnn
 from ._common import check_int
 
 __all__ = ["MODEL_NAMES", "ModelSpec", "build_model", "count_parameters", "model_names", "model_options", "register_model",
@@ -68,6 +68,7 @@ register_model("googlenet", googlenet.GoogLeNet, googlenet.DEFAULTS)
 register_model("densenet43", partial(densenet.DenseNet, depth=43), densenet.DEFAULTS)
 register_model("densenet53", partial(densenet.DenseNet, depth=53), densenet.DEFAULTS)
 register_model("mlp", mlp.MLP, mlp.DEFAULTS)
+register_model("fedavg_cnn", fedavg_cnn.FedAvgCNN, fedavg_cnn.DEFAULTS)
 
 MODEL_NAMES: tuple[str, ...] = model_names()
 """The built-in models (``model_names()`` also lists models registered later)."""
