@@ -37,3 +37,13 @@ def test_what_the_experiment_or_the_user_sets_wins(tmp_path):
     assert _window(tmp_path, "quick", attack_experiment(profiles=profiles)) == [30, 30]
     swept = attack_experiment(sweep={"attack.name": ["dlg"], EARLY_STOP_KEY: [0, 100]})
     assert sorted(_window(tmp_path, "quick", swept)) == [0, 100]
+
+
+def test_attacks_without_early_stopping_are_left_alone(tmp_path):
+    base = copy.deepcopy(ATTACK_BASE)
+    base["training"] = {**base.get("training", {}), "algorithm": "fedavg", "local_steps": 2}
+    experiment = attack_experiment(sweep={"attack.name": ["inverting_gradients", "dimitrov_fedavg"]})
+    exp = load_experiment(write(tmp_path, experiment, base), profile="quick", check_data=False)
+    windows = {cfg.attack.name: cfg.attack.gia.early_stop_window for p in exp.points for cfg in p.configs.values()}
+    assert windows == {"inverting_gradients": EARLY_STOP_PROFILES["quick"], "dimitrov_fedavg": None}
+    assert exp.overrides[EARLY_STOP_KEY] == EARLY_STOP_PROFILES["quick"]  # recorded: part of the fingerprint

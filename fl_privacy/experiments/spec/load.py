@@ -69,7 +69,7 @@ def load_experiment(
     axes = resolve_axes(section.sweep or {}, chosen.sweep or {}, profile_name)
     seeds = list(chosen.seeds if chosen.seeds is not None else section.seeds)
     profile_set, cli = profiles.overrides(chosen, profile_name, overrides, axes)
-    profile_set = profiles.with_early_stopping(profile_name, base or {}, profile_set, cli, axes)
+    defaults = profiles.early_stopping_default(profile_name, base or {}, profile_set, cli, axes)
     # runs are named after the experiment unless base names them
     resolved_base = profiles.apply({"name": name, **profiles.merge_base(RUNNER_DEFAULTS, base)}, profile_set, cli)
     root = Path(out).expanduser().resolve() if out is not None else \
@@ -80,7 +80,8 @@ def load_experiment(
     resolved_base = profiles.resolve_generator_refs(resolved_base, generators, root, used_generators, "base")
     victims = victims_spec(section.victims, chosen.victims, section.mode)
     points = _points(axes, seeds, resolved_base, victims, section.mode,
-                     lambda data, where: profiles.resolve_generator_refs(data, generators, root, used_generators, where))
+                     lambda data, where: profiles.resolve_generator_refs(data, generators, root, used_generators, where),
+                     defaults)
     keys = [a.key for a in axes]
     tables = layout.tables(section.table, section.mode, keys)
     figures = layout.figures(section.figure, section.mode, keys)
@@ -90,7 +91,8 @@ def load_experiment(
         notes=list(section.notes), mode=section.mode, profile=profile_name, profile_defaulted=profile is None,
         profile_description=chosen.description or "", profiles=tuple(map(str, section.profiles or {})),
         axes=axes, seeds=seeds, victims_spec=victims,
-        tables=tables, figures=figures, base=base, resolved_base=resolved_base, overrides={**profile_set, **cli},
+        tables=tables, figures=figures, base=base, resolved_base=resolved_base,
+        overrides={**profile_set, **cli, **defaults},
         cli_overrides=cli, points=points, units=units(points, seeds),
         per_round=section.mode == "federation" and "round" in used, root=root,
         generators={k: v for k, v in generators.items() if k in used_generators},
@@ -123,12 +125,12 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any], ExperimentSection
 
 
 def _points(axes: list[Any], seeds: list[int], resolved_base: dict[str, Any], victims: dict[str, Any], mode: str,
-            resolve_refs: Callable[[dict[str, Any], str], dict[str, Any]]) -> list[Point]:
+            resolve_refs: Callable[[dict[str, Any], str], dict[str, Any]], defaults: dict[str, Any]) -> list[Point]:
     """The grid's points with their configs per seed and their victims (ids from the unresolved settings)."""
     points = expand(axes)
     for point in points:
         point.overrides = resolve_refs(point.overrides, f"experiment.sweep ({point.label()})")
-    build_configs(points, seeds, resolved_base)
+    build_configs(points, seeds, resolved_base, defaults)
     for point in points:
         point.victims = victims_for(point, victims, mode, len(points))
     return points

@@ -66,15 +66,18 @@ def overrides(chosen: Profile, profile: str, cli_overrides: list[str] | Mapping[
     return profile_set, cli
 
 
-def with_early_stopping(profile: str, base: Mapping[str, Any], profile_set: dict[str, Any],
-                        cli: Mapping[str, Any], axes: list[Axis]) -> dict[str, Any]:
-    """``profile_set`` plus the profile's default early-stopping window when nothing else sets it."""
+def early_stopping_default(profile: str, base: Mapping[str, Any], profile_set: Mapping[str, Any],
+                           cli: Mapping[str, Any], axes: list[Axis]) -> dict[str, Any]:
+    """``{EARLY_STOP_KEY: window}`` for a profile that stops early by default when nothing else sets the key.
+
+    ``build_configs`` applies it to the points whose attack has that option (GIA-O); it is recorded with the
+    experiment's overrides, so a directory of results without it is not resumed with it."""
     window = EARLY_STOP_PROFILES.get(profile)
     if window is None:
-        return profile_set
+        return {}
     set_elsewhere = (EARLY_STOP_KEY in flat(dict(base)) or EARLY_STOP_KEY in profile_set or EARLY_STOP_KEY in cli
                      or any(overlaps(k, EARLY_STOP_KEY) for a in axes for o in a.overrides for k in o))
-    return profile_set if set_elsewhere else {**profile_set, EARLY_STOP_KEY: window}
+    return {} if set_elsewhere else {EARLY_STOP_KEY: window}
 
 
 def apply(base: dict[str, Any], *flat_sets: dict[str, Any]) -> dict[str, Any]:

@@ -112,15 +112,34 @@ def expand(axes: list[Axis]) -> list[Point]:
     return points
 
 
-def build_configs(points: list[Point], seeds: list[int], resolved_base: dict[str, Any]) -> None:
-    """Each point's run config per seed; a bad key or value names the point."""
+def build_configs(points: list[Point], seeds: list[int], resolved_base: dict[str, Any],
+                  defaults: dict[str, Any] | None = None) -> None:
+    """Each point's run config per seed; a bad key or value names the point.
+
+    ``defaults``: ``attack.gia.*`` keys a profile sets only where the point's attack has that option."""
     for point in points:
         for seed in seeds:
             try:
-                point.configs[seed] = build_config(resolved_base, {**point.overrides, "seed": seed})
+                config = build_config(resolved_base, {**point.overrides, "seed": seed})
+                extra = _supported(config, defaults or {})
+                point.configs[seed] = build_config(resolved_base, {**point.overrides, **extra, "seed": seed}) \
+                    if extra else config
             except ConfigError as err:
                 raise ConfigError(f"sweep point {point.index + 1} of {len(points)} ({point.label()}), seed {seed}: "
                                   f"{err}") from None
+
+
+def _supported(config: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The ``attack.gia.<option>`` defaults the config's attack accepts and leaves unset."""
+    from fl_privacy.attacks.registry import NO_ATTACK, get_attack
+
+    name = getattr(config.attack, "name", None)
+    if not defaults or not name or name == NO_ATTACK:
+        return {}
+    fields = get_attack(name).options_fields
+    return {key: value for key, value in defaults.items()
+            if key.startswith("attack.gia.") and key.split(".", 2)[2] in fields
+            and getattr(config.attack.gia, key.split(".", 2)[2]) is None}
 
 
 def units(points: list[Point], seeds: list[int]) -> list[Unit]:
