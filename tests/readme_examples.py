@@ -2,7 +2,7 @@
 
 * the GIA-O section: its YAML block saved as ``experiment.yaml``, then its two ``fl-privacy attack``
   commands; the eval-mode one must reconstruct a recognizable image (PSNR >= 18 dB, SSIM >= 0.5; the
-  README prints 20.33 dB / 0.773) and the train-mode one must warn about BatchNorm;
+  README prints 20.40 dB / 0.788) and the train-mode one must warn about BatchNorm;
 * ``fl-privacy run experiments/example_quick.yaml`` (the experiment quick start) must finish its runs.
 
     python -m tests.readme_examples [WORKDIR]
