@@ -151,7 +151,7 @@ def part_federation(args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "fl_privacy.launch.cli", "run", "--backend", args.backend, "--out", str(work / "run"),
            *[f"--set={s}" for s in sets]]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(10, args.budget_federation - 15))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(10, args.budget_federation - 15), check=False)
     wall = time.perf_counter() - start
     out: dict[str, Any] = {"clients": args.clients, "backend": args.backend, "client_gpus": 0.1 if gpu else 0,
                            "wall_s": wall, "returncode": proc.returncode, "command": " ".join(cmd)}
@@ -175,7 +175,7 @@ def _run_part(name: str, args: argparse.Namespace, budget: float, extra: list[st
     cmd = [sys.executable, __file__, "--part", name, "--result", str(result_file), *sys.argv[1:], *extra]
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget, check=False)
         status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
         tail = proc.stderr[-2000:] if proc.returncode else ""
     except subprocess.TimeoutExpired:

@@ -28,9 +28,8 @@ def test_float32_turns_tf32_off_inside_and_restores_the_flags():
         assert torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
-    with pytest.raises(ValueError, match="precision must be one of"):
-        with attack_precision("fp16", torch.device("cpu")):
-            pass
+    with pytest.raises(ValueError, match="precision must be one of"), attack_precision("fp16", torch.device("cpu")):
+        pass
 
 
 def test_reduced_precision_is_noted_and_tf32_is_float32_on_a_cpu():

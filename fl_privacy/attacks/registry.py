@@ -7,10 +7,10 @@ The built-in attacks register themselves when ``fl_privacy.attacks`` is imported
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from fl_privacy.attacks.contract import AttackSpec, Family
+from fl_privacy.errors import did_you_mean
 
 NO_ATTACK = "none"
 """``attack.name: none`` records victims' updates without attacking them."""
@@ -38,9 +38,7 @@ def get_attack(name: str) -> AttackSpec:
     """The registered attack ``name``; an unknown name is a ``ValueError`` with a suggestion and the choices."""
     if name not in _ATTACKS:
         names = attack_names()
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown attack '{name}'{hint} (available: {', '.join((NO_ATTACK, *names))})")
+        raise ValueError(f"unknown attack '{name}'{did_you_mean(name, names)} (available: {', '.join((NO_ATTACK, *names))})")
     return _ATTACKS[name]
 
 

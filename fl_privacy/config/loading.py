@@ -6,7 +6,6 @@ and the fix. ``read_yaml_mapping`` is also the reader of experiment files.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from fl_privacy.config.schema import DefenseSpec, ExperimentConfig
-from fl_privacy.errors import ConfigError
+from fl_privacy.errors import ConfigError, did_you_mean
 
 
 def _all_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -43,9 +42,7 @@ def _check_known(data: Mapping[str, Any], prefix: str = "") -> None:
     for key, value in data.items():
         full = f"{prefix}{key}"
         if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown config key '{full}'{hint} (allowed here: {', '.join(allowed)})")
+            raise ConfigError(f"unknown config key '{full}'{did_you_mean(key, allowed, prefix)} (allowed here: {', '.join(allowed)})")
         if isinstance(value, Mapping) and full != "defenses" and full not in CONFIG_KEYS:
             _check_known(value, full + ".")
 

@@ -7,7 +7,6 @@ keys (flattened with dots, e.g. ``data.dataset``). Names that live in registries
 
 from __future__ import annotations
 
-import difflib
 import json
 from typing import Any, Literal
 
@@ -26,6 +25,7 @@ from fl_privacy.config.fields import choice_list
 from fl_privacy.config.fields import int_list as _int_list
 from fl_privacy.config.fields import none_if_empty as _none_if_empty
 from fl_privacy.data.registry import dataset_names, get_dataset
+from fl_privacy.errors import did_you_mean
 from fl_privacy.models import model_names
 
 
@@ -33,9 +33,7 @@ def _registered(kind: str, name: str, names: tuple[str, ...]) -> str:
     """``name`` if registered, else a message with a suggestion and the choices (read at validation time,
     so that names registered after import are valid too)."""
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown {kind} '{name}'{hint} (available: {', '.join(names)})")
+        raise ValueError(f"unknown {kind} '{name}'{did_you_mean(name, names)} (available: {', '.join(names)})")
     return name
 
 

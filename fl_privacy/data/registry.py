@@ -6,11 +6,12 @@ Built-in datasets are read by ``fl_privacy.data.datasets``; a new one registers 
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from fl_privacy.errors import did_you_mean
 
 Loader = Callable[[str, Path, bool, "str | None"], Any]
 """Returns an ``ImageData`` (not imported here: the datasets module asks this registry)."""
@@ -42,9 +43,7 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
 def get_dataset(name: str) -> DatasetSpec:
     """The registered dataset ``name``; an unknown name is a ``ValueError`` with a suggestion and the choices."""
     if name not in _DATASETS:
-        close = difflib.get_close_matches(name, list(_DATASETS), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown dataset '{name}'{hint} (choices: {', '.join(_DATASETS)})")
+        raise ValueError(f"unknown dataset '{name}'{did_you_mean(name, _DATASETS)} (choices: {', '.join(_DATASETS)})")
     return _DATASETS[name]
 
 

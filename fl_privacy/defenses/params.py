@@ -7,11 +7,12 @@ misspelt names), the same quality as every other config error.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from fl_privacy.errors import did_you_mean
 
 
 class DefenseParams(BaseModel):
@@ -47,9 +48,7 @@ def _describe(owner: str, model: type[BaseModel], err: ValidationError) -> str:
     for e in err.errors():
         name = ".".join(str(p) for p in e["loc"]) or "parameters"
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(name, allowed, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            lines.append(f"unknown parameter '{name}'{hint} (parameters: {', '.join(allowed) or 'none'})")
+            lines.append(f"unknown parameter '{name}'{did_you_mean(name, allowed)} (parameters: {', '.join(allowed) or 'none'})")
         elif e["type"] == "missing":
             lines.append(f"parameter '{name}' is required")
         else:

@@ -42,9 +42,9 @@ import numpy as np
 import torch
 
 from fl_privacy.attacks.gia.labels import resolve_labels
-from fl_privacy.attacks.gia.precision import attack_precision, precision_note
 from fl_privacy.attacks.gia.optimise import Candidates, LoopOutcome, optimise, uses_cuda_graph
 from fl_privacy.attacks.gia.options import GIAConfig, from_presets  # noqa: F401  (``presets`` imports it from here)
+from fl_privacy.attacks.gia.precision import attack_precision, precision_note
 from fl_privacy.attacks.gia.problem import GIAProblem
 from fl_privacy.attacks.gia.problem_setup import default_device
 from fl_privacy.attacks.gia.result import GIAResult, pick_best_restart

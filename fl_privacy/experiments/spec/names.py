@@ -6,11 +6,11 @@ CSV field, a "did you mean" hint, and the short digests that name points and row
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from typing import Any
 
+from fl_privacy.errors import did_you_mean
 from fl_privacy.metrics.catalog import multiround_mia_metrics
 
 MODES = ("attack", "federation")
@@ -53,8 +53,7 @@ RUNNER_DEFAULTS: dict[str, Any] = {"attack": {"progress": False}}
 
 def close(word: Any, allowed: tuple[str, ...] | list[str]) -> str:
     """``"; did you mean 'x'?"`` when ``word`` is a likely typo of one of ``allowed``, else ``""``."""
-    match = difflib.get_close_matches(str(word), [str(a) for a in allowed], n=1)
-    return f"; did you mean '{match[0]}'?" if match else ""
+    return did_you_mean(word, allowed)
 
 
 def show(value: Any) -> str:
