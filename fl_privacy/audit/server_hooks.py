@@ -15,7 +15,7 @@ import torch
 
 from fl_privacy.config import ExperimentConfig
 from fl_privacy.data import ImageData
-from fl_privacy.federation.recording import AttackHook, RecordedUpdate
+from fl_privacy.federation.recording import AttackHook, RecordedUpdate, RoundAttackHook
 from fl_privacy.federation.run_setup import RunSetup, load_split, victim_steps
 from fl_privacy.reporting import RunDirectory
 
@@ -68,11 +68,7 @@ def victim_hook(setup: RunSetup, test: ImageData, run: RunDirectory, device: tor
                 outcome.update(gradient_mia(rec, setup.new_model(), setup.train, test, truth.indices, config, device))
         return outcomes
 
-    def hook(recorded: RecordedUpdate) -> dict[str, Any]:
-        return hook_round([recorded])[0]
-
-    hook.round = hook_round  # type: ignore[attr-defined]  # UpdateRecorder.record_round uses it
-    return hook
+    return RoundAttackHook(hook_round)
 
 
 def attack_means(victims: list[dict[str, Any]]) -> dict[str, float]:

@@ -89,6 +89,19 @@ def aggregate_update(
 
 
 AttackHook = Callable[[RecordedUpdate], "AttackOutcome | dict[str, Any] | None"]
+
+
+class RoundAttackHook:
+    """An attack hook that can also take a whole round's victims at once (they share the global model, so
+    an attack can batch them); calling it with one update attacks that one alone."""
+
+    def __init__(self, attack_round: Callable[[list[RecordedUpdate]], list[dict[str, Any]]]) -> None:
+        self.round = attack_round
+
+    def __call__(self, recorded: RecordedUpdate) -> dict[str, Any]:
+        return self.round([recorded])[0]
+
+
 GroundTruthFn = Callable[[int, int], dict[str, Any]]
 EntryFn = Callable[[RecordedUpdate, RunDirectory], VictimEntry]
 
@@ -162,7 +175,7 @@ class UpdateRecorder:
         return self.record_round([recorded])[0]
 
     def record_round(self, recorded: list[RecordedUpdate]) -> list[dict[str, Any]]:
-        """Store a round's victims; attack them together when the hook can (``hook.round``), else one by one.
+        """Store a round's victims; attack them together when the hook can (``RoundAttackHook``), else one by one.
 
         Returns the entries as written to ``victims.jsonl`` (``VictimEntry.to_json``), in the round record."""
         entries = []
@@ -173,8 +186,8 @@ class UpdateRecorder:
                                 self._ground_truth(rec))
             entries.append(self.entry(rec, self.run))
         if self.attack is not None and recorded:
-            together = getattr(self.attack, "round", None)
-            outcomes = together(recorded) if together is not None else [self.attack(rec) for rec in recorded]
+            outcomes = self.attack.round(recorded) if isinstance(self.attack, RoundAttackHook) \
+                else [self.attack(rec) for rec in recorded]
             for entry, outcome in zip(entries, outcomes):
                 entry.add(outcome)
         written = [entry.to_json() for entry in entries]
