@@ -35,7 +35,11 @@ from fl_privacy.attacks.gia.problem import GIAProblem  # noqa: E402
 from fl_privacy.attacks.threat import Observation  # noqa: E402
 from fl_privacy.models import build_model  # noqa: E402
 
-MODELS = {"convnet64": ("convnet", {"width": 64}), "resnet18": ("resnet18", {})}
+MODELS = {"convnet64": ("convnet", {"width": 64}), "resnet18": ("resnet18", {}), "lenet": ("lenet", {}),
+          "convnet16": ("convnet", {"width": 16})}
+ENGINES = {"vmap (before)": {"batching": "vmap"}, "default": {}, "lean convolutions": {"lean_convolutions": True},
+           "compile": {"compile": True}}
+"""Engine name -> GIAConfig options (``compile``: the first, warm-up call pays the compilation)."""
 
 
 def victims(model_key: str, n: int, batch: int, size: int = 32) -> list[Observation]:
@@ -138,10 +142,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--iterations", type=int, default=3, help="iterations per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
-    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="*", default=["convnet64", "resnet18"], choices=list(MODELS))
     parser.add_argument("--restarts", type=int, default=8)
     parser.add_argument("--victims", type=int, default=16)
     parser.add_argument("--cuda-graph", action="store_true", help="GPU: replay each iteration as a CUDA graph")
+    parser.add_argument("--engines", nargs="*", default=list(ENGINES), choices=list(ENGINES))
+    parser.add_argument("--batches", nargs="*", type=int, default=[1, 8])
+    parser.add_argument("--no-scaling", action="store_true", help="skip the restarts / victims scaling table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     dev = args.device
@@ -153,9 +160,9 @@ def main() -> None:
     print(f"peak in this run: matmul {peak['matmul']:.1f} GFLOP/s, 3x3 conv (8x256x32x32) {peak['conv3x3']:.1f} GFLOP/s\n")
     print("| model | batch | engine | s/iteration | GFLOP/iteration | GFLOP/s | % of conv peak | % of matmul peak |")
     print("|---|---|---|---|---|---|---|---|")
-    engines = {"vmap (before)": {"batching": "vmap"}, "default": {}, "lean convolutions": {"lean_convolutions": True}}
+    engines = {name: ENGINES[name] for name in args.engines}
     for key in args.models:
-        for batch in (1, 8):
+        for batch in args.batches:
             obs = victims(key, 1, batch)
             for engine, options in engines.items():
                 cfg = config(args.iterations, cuda_graph=graph, **options)
@@ -165,6 +172,8 @@ def main() -> None:
                 rate = flops / t / 1e9
                 print(f"| {key} | {batch} | {engine} | {t:.4f} | {flops / 1e9:.2f} | {rate:.1f} | "
                       f"{100 * rate / peak['conv3x3']:.0f}% | {100 * rate / peak['matmul']:.0f}% |", flush=True)
+    if args.no_scaling:
+        return
     print("\n| model | scaling (batch 1) | one s/it | batched s/it | ratio | target |")
     print("|---|---|---|---|---|---|")
     for key in args.models:
