@@ -47,26 +47,12 @@ def _victims(n: int, device: str, model_name: str = "resnet18", size: int = 32):
     """``n`` FedSGD gradients (one smooth random image each) of one untrained model, as the server sees them."""
     import torch
     import torch.nn.functional as F
+    from gpu_speed import gradient_observations
 
-    from fl_privacy.attacks.threat import Observation
-    from fl_privacy.models import build_model
-
-    torch.manual_seed(0)
-    model = build_model(model_name, num_classes=10, in_channels=3, image_size=size).eval()
-    params = {k: p.detach().clone() for k, p in model.named_parameters()}
-    buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
     gen = torch.Generator().manual_seed(1)
-    out = []
-    for v in range(n):
-        x = F.interpolate(torch.rand(1, 3, 4, 4, generator=gen), size=(size, size), mode="bilinear")
-        x = (x - 0.5) / 0.25
-        y = torch.tensor([v % 10])
-        grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
-        out.append(Observation(model=model, global_params=params, global_buffers=buffers,
-                               update={k: g.detach() for k, g in zip(params, grads)}, kind="gradient",
-                               image_shape=(3, size, size), num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3,
-                               num_examples=1, batch_size=1, labels=y))
-    return out
+    images = [(F.interpolate(torch.rand(1, 3, 4, 4, generator=gen), size=(size, size), mode="bilinear")[0] - 0.5)
+              / 0.25 for _ in range(n)]
+    return gradient_observations(images, model_name)
 
 
 def part_speed(args: argparse.Namespace) -> dict[str, Any]:

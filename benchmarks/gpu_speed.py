@@ -123,34 +123,40 @@ def photographs(n: int, size: int = 32):
     return torch.stack(out)
 
 
-def photo_victims(n: int, model_name: str, size: int = 32):
-    """(observations, truths in [0, 1]): FedSGD gradients of ``n`` photographs, one per victim."""
+def gradient_observations(images, model_name: str):
+    """FedSGD gradients of one untrained model, one normalised image (C, H, W) per victim, as the server sees them."""
     import torch
     import torch.nn.functional as F
 
     from fl_privacy.attacks.threat import Observation
     from fl_privacy.models import build_model
 
+    size = images[0].shape[-1]
     torch.manual_seed(0)
     model = build_model(model_name, num_classes=10, in_channels=3, image_size=size).eval()
     params = {k: p.detach().clone() for k, p in model.named_parameters()}
     buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
-    truths = photographs(n, size)
     out = []
-    for v in range(n):
-        x = ((truths[v] - 0.5) / 0.25)[None]
+    for v, x in enumerate(images):
         y = torch.tensor([v % 10])
-        grads = torch.autograd.grad(F.cross_entropy(model(x), y), list(model.parameters()))
+        grads = torch.autograd.grad(F.cross_entropy(model(x[None]), y), list(model.parameters()))
         out.append(Observation(model=model, global_params=params, global_buffers=buffers,
                                update={k: g.detach() for k, g in zip(params, grads)}, kind="gradient",
                                image_shape=(3, size, size), num_classes=10, mean=(0.5,) * 3, std=(0.25,) * 3,
                                num_examples=1, batch_size=1, labels=y))
-    return out, truths
+    return out
+
+
+def photo_victims(n: int, model_name: str, size: int = 32):
+    """(observations, truths in [0, 1]): FedSGD gradients of ``n`` photographs, one per victim."""
+    truths = photographs(n, size)
+    return gradient_observations([(t - 0.5) / 0.25 for t in truths], model_name), truths
 
 
 def part_quality(args) -> dict[str, Any]:
     """PSNR/SSIM of float32, tf32 and bf16 on the same victims from the same start (paired)."""
     import numpy as np
+    import torch
     from scipy import stats
 
     from fl_privacy.metrics.image import psnr, ssim
@@ -161,11 +167,9 @@ def part_quality(args) -> dict[str, Any]:
     scores = {}
     for precision in ("float32", "tf32", "bf16"):
         seconds, results = attack_seconds(obs, iterations, {"batching": "vmap", "precision": precision}, args.device)
-        recon = np.stack([(r.images * 0.25 + 0.5).clamp(0, 1).numpy()[0] for r in results])
-        import torch
-
-        p = psnr(torch.from_numpy(recon), truths)
-        s = ssim(torch.from_numpy(recon), truths)
+        recon = torch.stack([(r.images * 0.25 + 0.5).clamp(0, 1)[0] for r in results])
+        p = psnr(recon, truths)
+        s = ssim(recon, truths)
         scores[precision] = (p, s)
         out[precision] = {"seconds": seconds, "psnr_mean": float(p.mean()), "ssim_mean": float(s.mean()),
                           "psnr": p.tolist(), "ssim": s.tolist()}
