@@ -4,6 +4,7 @@
     fl-privacy run EXPERIMENT.yaml [--profile P] [--workers N | --ray-address ADDR]
     fl-privacy attack CONFIG.yaml [--set key=value ...] [--out DIR] [--split test --indices 0,1]
     fl-privacy validate CONFIG.yaml [--set key=value ...]
+    fl-privacy report EXPERIMENT_DIR [EXPERIMENT.yaml]
     fl-privacy doctor
     fl-privacy audit-dp CONFIG.yaml [--set key=value ...] [--canaries N] [--rounds T] [--out FILE]
     fl-privacy superlink start|stop|status
@@ -21,6 +22,7 @@ from fl_privacy.launch.commands import (
     cmd_attack,
     cmd_audit_dp,
     cmd_doctor,
+    cmd_report,
     cmd_run,
     cmd_validate,
 )
@@ -81,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(validate)
     validate.add_argument("--profiles", nargs="*", help="experiment files: profiles to check (default: quick)")
     validate.set_defaults(func=cmd_validate)
+
+    report = sub.add_parser("report", help="redraw an experiment folder's tables and figures from its results.csv")
+    report.add_argument("dir", help="the experiment's output folder (--out of fl-privacy run)")
+    report.add_argument("config", nargs="?", help="experiment file (default: the one the folder records)")
+    report.set_defaults(func=cmd_report)
 
     from fl_privacy.launch.train_generator import add_train_generator_parser
 

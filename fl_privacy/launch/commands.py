@@ -12,6 +12,14 @@ def _load(args: argparse.Namespace) -> ExperimentConfig:
     return load_config(args.config, list(args.set or []))
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Redraw an experiment folder's summary, statistics, figures and report page; nothing runs."""
+    from fl_privacy.experiments.rerender import rerender
+
+    rerender(args.dir, args.config, sys.stdout)
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate the config and the setup it implies (data present, batch sizes fit) without training."""
     import yaml

@@ -57,9 +57,15 @@ def _table(raw: Table, index: int, mode: str, keys: list[str]) -> TableSpec:
 def _figure(raw: Figure, index: int, mode: str, keys: list[str]) -> FigureSpec:
     where = f"experiment.figure[{index}]" if index else "experiment.figure"
     if not raw.x:
-        raise ConfigError(f"{where}.x is required (a swept key{' or round' if mode == 'federation' else ''})")
+        wanted = "a metric" if raw.kind == "scatter" else f"a swept key{' or round' if mode == 'federation' else ''}"
+        raise ConfigError(f"{where}.x is required ({wanted})")
     hue = list(raw.hue)
-    _check_axis_keys([raw.x, *hue], mode, keys, where)
+    if raw.kind == "scatter":  # x is a metric; every point is one setting of the swept keys
+        check_metrics([raw.x], mode, f"{where}.x (kind scatter)")
+        _check_axis_keys(hue, mode, keys, where)
+        hue += [k for k in keys if k not in hue]
+    else:
+        _check_axis_keys([raw.x, *hue], mode, keys, where)
+        hue += [k for k in keys if k != raw.x and k not in hue]
     check_metrics(list(raw.y), mode, where)
-    hue += [k for k in keys if k != raw.x and k not in hue]
-    return FigureSpec(raw.x, tuple(raw.y), tuple(hue), raw.title, raw.name, raw.logx, raw.logy)
+    return FigureSpec(raw.x, tuple(raw.y), tuple(hue), raw.title, raw.name, raw.logx, raw.logy, raw.kind, raw.error)

@@ -98,6 +98,8 @@ class FigureSpec:
     name: str | None = None
     logx: bool = False
     logy: bool = False
+    kind: str = "line"
+    error: str = "ci95"
 
 
 @dataclass
@@ -194,7 +196,9 @@ class Experiment:
                            **({"title": t.title} if t.title else {}),
                            **({"stats": list(t.stats)} if t.stats != ("mean",) else {})) for t in self.tables],
             "figure": [dict(x=f.x, y=list(f.y), hue=list(f.hue), **({"title": f.title} if f.title else {}),
-                            **({"name": f.name} if f.name else {})) for f in self.figures],
+                            **({"name": f.name} if f.name else {}),
+                            **({"kind": f.kind} if f.kind != "line" else {}),
+                            **({"error": f.error} if f.error != "ci95" else {})) for f in self.figures],
             "overrides": dict(self.overrides),
             "rows_per_round": self.per_round,
             **({"generators": self.generators} if self.generators else {}),

@@ -126,7 +126,12 @@ class Table(Section):
 
 
 class Figure(Section):
-    x: str | None = Field(None, description="one swept key (or round in mode federation)")
+    kind: Literal["line", "bar", "scatter"] = Field(
+        "line", description="line (x a swept key), bar (x a swept key, SoK Fig. 13) or scatter (x a metric, "
+                            "one point per setting: SoK Fig. 15's privacy-utility plot)")
+    error: Literal["ci95", "std"] = Field(
+        "ci95", description="ci95 (95% BCa bootstrap CI of the mean, as the tables) or std")
+    x: str | None = Field(None, description="one swept key (or round in mode federation); a metric for kind scatter")
     y: Keys = Field(default_factory=list, description="a metric name or a list of them")
     hue: Keys = Field(default_factory=list, description="a swept key or a list of them")
     title: str | None = Field(None, description="a text")
