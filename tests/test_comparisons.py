@@ -75,3 +75,29 @@ def test_summary_has_cell_statistics_and_paired_comparisons(tmp_path):
     assert row["n"] == "8" and row["verdict"] == "supported"
     assert float(row["wilcoxon_p"]) == pytest.approx(stats.wilcoxon(treat - base).pvalue)
     assert float(row["mean_difference"]) == pytest.approx((treat - base).mean())
+
+
+def test_two_metrics_of_the_same_runs_are_compared_pair_by_pair(tmp_path):
+    """baseline_metric: the same cell on both sides, each victim's psnr against its own ssim (scipy's Wilcoxon)."""
+    claim = {"name": "psnr above ssim", "baseline": {"attack.name": "idlg"}, "treatment": {"attack.name": "idlg"},
+             "metric": "psnr_mean", "baseline_metric": "ssim_mean", "paper_claim": "higher"}
+    experiment = _load(tmp_path, [claim])
+    rng = np.random.default_rng(1)
+    ssim, psnr = rng.uniform(0.1, 0.4, 8), rng.uniform(10, 20, 8)
+    idlg = next(p for p in experiment.points if p.values["attack.name"] == "idlg")
+    rows = [{"row_id": u.row_id, "point_id": idlg.point_id, "seed": "0", "victim": str(u.victim.index),
+             "ssim_mean": repr(float(ssim[u.victim.index])), "psnr_mean": repr(float(psnr[u.victim.index]))}
+            for u in experiment.units if u.point is idlg]
+    root = tmp_path / "out"
+    root.mkdir()
+    summary = write_summary(root, experiment, rows, elapsed=1.0, command="cmd", status="finished").read_text()
+    assert "`psnr_mean vs ssim_mean`" in summary
+    with (root / "comparisons.csv").open(newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["n"] == "8" and float(row["mean_difference"]) == pytest.approx((psnr - ssim).mean())
+    assert float(row["wilcoxon_p"]) == pytest.approx(stats.wilcoxon(psnr - ssim).pvalue)
+
+
+def test_baseline_metric_must_be_known(tmp_path):
+    with pytest.raises(ConfigError, match="unknown metric 'ssim'"):
+        _load(tmp_path, [{**CLAIM, "baseline_metric": "ssim"}])

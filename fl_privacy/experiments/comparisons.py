@@ -13,6 +13,8 @@
 is held fixed, so a comparison gives one paired test per combination of the other keys (e.g. per
 attacker and E). Pairs are the same victim (and seed) attacked under both settings: the loader
 refuses a comparison whose two cells attack different victims or datasets (not a paired design).
+With ``baseline_metric`` the baseline side reads another metric, so two methods scored on the very same runs
+(the same cell on both sides) are compared pair by pair.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class ComparisonSpec(BaseModel):
     baseline: dict[str, Any] = Field(min_length=1)
     treatment: dict[str, Any] = Field(min_length=1)
     metric: str
+    baseline_metric: str | None = Field(
+        default=None, description="the baseline's metric when two methods are scored on the same runs (e.g. a "
+                                  "multi-round MIA vs the one-update MIA on the same targets); default: metric")
     paper_claim: Literal["higher", "lower", "equal"]
     margin: float | None = Field(default=None, ge=0, description="equal only: the largest difference that counts as equal")
     alpha: float = Field(default=0.05, gt=0, lt=1)
@@ -66,14 +71,15 @@ def parse_comparisons(raw: Any, axes: list[Any], all_values: dict[str, set[str]]
             spec = ComparisonSpec.model_validate(item)
         except ValidationError as err:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(item)'}: {e['msg']}" for e in err.errors())
-            raise ConfigError(f"{where}: {problems} (keys: name, baseline, treatment, metric, paper_claim, margin, "
-                              f"alpha, paper)") from None
+            raise ConfigError(f"{where}: {problems} (keys: name, baseline, treatment, metric, baseline_metric, "
+                              f"paper_claim, margin, alpha, paper)") from None
         where = f"{where} ('{spec.name}')"
         if set(spec.baseline) != set(spec.treatment):
             raise ConfigError(f"{where}: baseline and treatment must name the same swept keys "
                               f"({sorted(spec.baseline)} vs {sorted(spec.treatment)})")
-        if spec.metric not in metrics:
-            raise ConfigError(f"{where}: unknown metric '{spec.metric}' (known: {', '.join(metrics)})")
+        for metric in (spec.metric, spec.baseline_metric or spec.metric):
+            if metric not in metrics:
+                raise ConfigError(f"{where}: unknown metric '{metric}' (known: {', '.join(metrics)})")
         if spec.paper_claim == "equal" and spec.margin is None:
             raise ConfigError(f"{where}: paper_claim 'equal' needs a margin (the largest difference that counts as equal)")
         baseline = {k: show(v) for k, v in spec.baseline.items()}
@@ -85,8 +91,9 @@ def parse_comparisons(raw: Any, axes: list[Any], all_values: dict[str, set[str]]
                 if value not in all_values[key]:
                     raise ConfigError(f"{where}.{side}.{key}: '{value}' is not a value of the sweep "
                                       f"(values: {', '.join(sorted(all_values[key]))})")
-        if baseline == treatment:
-            raise ConfigError(f"{where}: baseline and treatment are the same cell")
+        if baseline == treatment and spec.baseline_metric in (None, spec.metric):
+            raise ConfigError(f"{where}: baseline and treatment are the same cell (compare two metrics of the same "
+                              f"runs with baseline_metric)")
         active = all(k in swept and baseline[k] in swept[k] and treatment[k] in swept[k] for k in baseline)
         out.append(Comparison(spec, tuple(spec.baseline), baseline, treatment, active))
     names = [c.spec.name for c in out]

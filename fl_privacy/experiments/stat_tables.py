@@ -62,14 +62,16 @@ def comparison_rows(experiment: Experiment, recs: list[Record]) -> list[dict[str
         if experiment.per_round:
             fixed += ("round",)  # per-round rows: one paired test per round (pairs: the seeds)
         for combo, members in (grouped(recs, fixed) if fixed else {(): recs}).items():
-            base = _pairs(members, comparison.baseline, spec.metric)
+            base = _pairs(members, comparison.baseline, spec.baseline_metric or spec.metric)
             treat = _pairs(members, comparison.treatment, spec.metric)
             shared = sorted(set(base) & set(treat))
             if not shared:
                 continue
             result = paired_comparison([base[k] for k in shared], [treat[k] for k in shared], spec.paper_claim,
                                        spec.alpha, spec.margin)
-            rows.append({"comparison": spec.name, "at": combo_label(fixed, combo) if fixed else "", "metric": spec.metric,
+            metric = spec.metric if spec.baseline_metric in (None, spec.metric) else \
+                f"{spec.metric} vs {spec.baseline_metric}"
+            rows.append({"comparison": spec.name, "at": combo_label(fixed, combo) if fixed else "", "metric": metric,
                          "baseline": _setting(comparison.baseline), "treatment": _setting(comparison.treatment),
                          **result.__dict__, "unpaired_dropped": len(base) + len(treat) - 2 * len(shared),
                          "paper": spec.paper or ""})
