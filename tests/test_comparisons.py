@@ -101,3 +101,39 @@ def test_two_metrics_of_the_same_runs_are_compared_pair_by_pair(tmp_path):
 def test_baseline_metric_must_be_known(tmp_path):
     with pytest.raises(ConfigError, match="unknown metric 'ssim'"):
         _load(tmp_path, [{**CLAIM, "baseline_metric": "ssim"}])
+
+
+def _federation(tmp_path, comparisons):
+    from tests.test_experiments import FEDERATION_BASE
+
+    experiment = attack_experiment(mode="federation", sweep={"training.lr": [0.1]}, seeds=list(range(8)),
+                                   table={"rows": ["training.lr", "round"], "metrics": ["test_accuracy"]},
+                                   figure=None, comparisons=comparisons)
+    del experiment["victims"]
+    return load_experiment(write(tmp_path, experiment, FEDERATION_BASE), check_data=False)
+
+
+def test_a_later_round_is_compared_with_an_earlier_one_paired_on_the_seed(tmp_path):
+    claim = {"name": "accuracy grows", "baseline": {"round": 0}, "treatment": {"round": 2},
+             "metric": "test_accuracy", "paper_claim": "higher"}
+    experiment = _federation(tmp_path, [claim])
+    rng = np.random.default_rng(2)
+    first = rng.uniform(0.1, 0.2, 8)
+    last = first + rng.uniform(0.1, 0.3, 8)
+    rows = [{"row_id": u.row_id, "point_id": u.point.point_id, "seed": str(u.seed), "round": str(r),
+             "test_accuracy": repr(float(value))}
+            for u in experiment.units for r, value in ((0, first[u.seed]), (1, 0.5), (2, last[u.seed]))]
+    root = tmp_path / "out"
+    root.mkdir()
+    write_summary(root, experiment, rows, elapsed=1.0, command="cmd", status="finished")
+    with (root / "comparisons.csv").open(newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["n"] == "8" and row["verdict"] == "supported" and row["at"] == "training.lr=0.1"
+    assert float(row["wilcoxon_p"]) == pytest.approx(stats.wilcoxon(last - first).pvalue)
+
+
+def test_round_comparisons_need_rows_per_round(tmp_path):
+    claim = {"name": "x", "baseline": {"round": 0}, "treatment": {"round": "last"}, "metric": "test_accuracy",
+             "paper_claim": "higher"}
+    with pytest.raises(ConfigError, match="round: a round number"):
+        _federation(tmp_path, [claim])

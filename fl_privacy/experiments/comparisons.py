@@ -57,8 +57,11 @@ class Comparison:
 
 
 def parse_comparisons(raw: Any, axes: list[Any], all_values: dict[str, set[str]], metrics: tuple[str, ...],
-                      show: Any) -> list[Comparison]:
-    """Validate ``experiment.comparisons`` against the swept keys, every value any profile sweeps, and metrics."""
+                      show: Any, per_round: bool = False) -> list[Comparison]:
+    """Validate ``experiment.comparisons`` against the swept keys, every value any profile sweeps, and metrics.
+
+    ``per_round`` (federation rows per round): ``round`` may be compared too (round r vs round 0 of the same
+    runs, pairs = seeds), e.g. "IGSA falls as training proceeds"."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -86,6 +89,11 @@ def parse_comparisons(raw: Any, axes: list[Any], all_values: dict[str, set[str]]
         treatment = {k: show(v) for k, v in spec.treatment.items()}
         for side, chosen in (("baseline", baseline), ("treatment", treatment)):
             for key, value in chosen.items():
+                if key == "round":
+                    if not per_round or not value.isdigit():
+                        raise ConfigError(f"{where}.{side}.round: a round number, in a federation experiment whose "
+                                          f"table or figure has rows per round (got '{value}')")
+                    continue
                 if key not in all_values:
                     raise ConfigError(f"{where}.{side}: '{key}' is not a swept key (swept: {', '.join(all_values)})")
                 if value not in all_values[key]:
@@ -94,7 +102,8 @@ def parse_comparisons(raw: Any, axes: list[Any], all_values: dict[str, set[str]]
         if baseline == treatment and spec.baseline_metric in (None, spec.metric):
             raise ConfigError(f"{where}: baseline and treatment are the same cell (compare two metrics of the same "
                               f"runs with baseline_metric)")
-        active = all(k in swept and baseline[k] in swept[k] and treatment[k] in swept[k] for k in baseline)
+        active = all(k == "round" or (k in swept and baseline[k] in swept[k] and treatment[k] in swept[k])
+                     for k in baseline)
         out.append(Comparison(spec, tuple(spec.baseline), baseline, treatment, active))
     names = [c.spec.name for c in out]
     if len(set(names)) != len(names):
@@ -140,7 +149,7 @@ def _victims(point: Any) -> str:
 def matched_points(comparison: Comparison, points: list[Any], show: Any) -> list[tuple[Any, Any]]:
     """(baseline point, treatment point) pairs that agree on every swept key the comparison does not name."""
     def settings(point: Any, chosen: dict[str, str]) -> tuple | None:
-        if any(show(point.values[k]) != v for k, v in chosen.items()):
+        if any(k in point.values and show(point.values[k]) != v for k, v in chosen.items()):  # round: every point
             return None
         return tuple((k, show(v)) for k, v in point.values.items() if k not in chosen)
 

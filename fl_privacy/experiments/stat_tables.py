@@ -42,12 +42,13 @@ def cell_stats_lines(table: TableSpec, recs: list[Record]) -> list[str]:
 
 
 def _pairs(recs: list[Record], chosen: dict[str, str], metric: str) -> dict[tuple, float]:
+    """Values of ``metric`` in the cell ``chosen``, keyed by what pairs them (seed, victim, round unless compared)."""
     out = {}
     for r in recs:
         if all(k in r.keys and r.keys[k].text == v for k, v in chosen.items()):
             value = r.metrics.get(metric)
             if value is not None:
-                out[tuple(r.keys[k].text for k in PAIR_KEYS if k in r.keys)] = value
+                out[tuple(r.keys[k].text for k in PAIR_KEYS if k in r.keys and k not in chosen)] = value
     return out
 
 
@@ -59,7 +60,7 @@ def comparison_rows(experiment: Experiment, recs: list[Record]) -> list[dict[str
             continue
         spec = comparison.spec
         fixed = tuple(k for k in experiment.axis_keys if k not in comparison.keys)
-        if experiment.per_round:
+        if experiment.per_round and "round" not in comparison.keys:
             fixed += ("round",)  # per-round rows: one paired test per round (pairs: the seeds)
         for combo, members in (grouped(recs, fixed) if fixed else {(): recs}).items():
             base = _pairs(members, comparison.baseline, spec.baseline_metric or spec.metric)

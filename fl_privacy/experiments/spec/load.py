@@ -94,9 +94,9 @@ def load_experiment(
         tables=tables, figures=figures, base=base, resolved_base=resolved_base,
         overrides={**profile_set, **cli, **defaults},
         cli_overrides=cli, points=points, units=units(points, seeds),
-        per_round=section.mode == "federation" and "round" in used, root=root,
+        per_round=(per_round := section.mode == "federation" and "round" in used), root=root,
         generators={k: v for k, v in generators.items() if k in used_generators},
-        comparisons=_comparisons(raw, section, axes, points),
+        comparisons=_comparisons(raw, section, axes, points, per_round),
         run_resources=profiles.run_resources(section, chosen),
         batch_victims=section.batch_victims,
     )
@@ -136,12 +136,13 @@ def _points(axes: list[Any], seeds: list[int], resolved_base: dict[str, Any], vi
     return points
 
 
-def _comparisons(raw: dict[str, Any], section: ExperimentSection, axes: list[Any], points: list[Point]) -> list[Any]:
+def _comparisons(raw: dict[str, Any], section: ExperimentSection, axes: list[Any], points: list[Point],
+                 per_round: bool) -> list[Any]:
     """``experiment.comparisons`` checked against every value any profile sweeps, and for a paired design."""
     from fl_privacy.experiments.comparisons import check_paired, parse_comparisons, sweep_values
 
     every_profile = {str(k): dict(v or {}) for k, v in (raw.get("profiles") or {}).items()}
     comparisons = parse_comparisons(section.comparisons, axes, sweep_values(dict(raw.get("sweep") or {}),
-                                    every_profile, show), METRICS[section.mode], show)
+                                    every_profile, show), METRICS[section.mode], show, per_round)
     check_paired(comparisons, points, show)
     return comparisons
