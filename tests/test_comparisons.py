@@ -137,3 +137,26 @@ def test_round_comparisons_need_rows_per_round(tmp_path):
              "paper_claim": "higher"}
     with pytest.raises(ConfigError, match="round: a round number"):
         _federation(tmp_path, [claim])
+
+
+def test_cells_with_other_victims_are_compared_unpaired_when_declared(tmp_path):
+    """paired: false lets batch sizes (victims.group auto: other images per cell) be compared, as independent
+    samples; without it the loader refuses (test_unpaired_comparison_is_refused)."""
+    claim = {**CLAIM, "baseline": {"training.batch_size": 1}, "treatment": {"training.batch_size": 2},
+             "metric": "ssim_mean", "paper_claim": "lower", "paired": False}
+    experiment = _load(tmp_path, [claim], sweep={"training.batch_size": [1, 2]},
+                       victims={"split": "test", "indices": list(range(8)), "group": "auto", "count": 4},
+                       table={"rows": "training.batch_size", "metrics": ["ssim_mean"]}, figure=None)
+    rng = np.random.default_rng(3)
+    values = {1: rng.uniform(0.4, 0.6, 4), 2: rng.uniform(0.1, 0.2, 4)}
+    rows = [{"row_id": u.row_id, "point_id": u.point.point_id, "seed": "0", "victim": str(i),
+             "ssim_mean": repr(float(values[u.point.values["training.batch_size"]][i])), "psnr_mean": "12.0"}
+            for p in experiment.points for i, u in enumerate(x for x in experiment.units if x.point is p)]
+    root = tmp_path / "out"
+    root.mkdir()
+    summary = write_summary(root, experiment, rows, elapsed=1.0, command="cmd", status="finished").read_text()
+    assert "(Mann-Whitney, unpaired)" in summary and "| 4 vs 4 |" in summary
+    with (root / "comparisons.csv").open(newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["test"] == "mann-whitney" and row["verdict"] == "supported"
+    assert float(row["mann_whitney_p"]) == pytest.approx(stats.mannwhitneyu(values[2], values[1]).pvalue)

@@ -12,6 +12,7 @@ from fl_privacy.experiments.stats import (
     bootstrap_ci,
     cell_stats,
     paired_comparison,
+    unpaired_comparison,
     verdict,
     wilcoxon_p,
 )
@@ -83,3 +84,20 @@ def test_wilcoxon_zero_and_verdict_rules():
         verdict("equal", (0.0, 0.1), 0.5)
     with pytest.raises(ValueError, match="claim"):
         verdict("better", (0.0, 0.1), 0.5)
+
+
+def test_unpaired_comparison_equals_scipy():
+    """Independent samples (other images per cell): Mann-Whitney U and the two-sample bootstrap CI, as scipy gives."""
+    small, large = VALUES[:8], BASE[:6] + 0.3
+    result = unpaired_comparison(small, large, "higher")
+    assert (result.n, result.n_treatment, result.test) == (8, 6, "mann-whitney") and result.wilcoxon_p is None
+    assert result.mann_whitney_p == pytest.approx(stats.mannwhitneyu(large, small).pvalue, abs=1e-15)
+    assert result.p == result.mann_whitney_p
+    assert result.mean_difference == pytest.approx(large.mean() - small.mean(), abs=1e-15)
+    ci = stats.bootstrap((small, large), lambda x, y, axis=-1: y.mean(axis) - x.mean(axis), paired=False,
+                         vectorized=True, confidence_level=0.95, n_resamples=BOOTSTRAP_RESAMPLES, method="BCa",
+                         rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
+    assert (result.ci_low, result.ci_high) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert result.verdict == "supported"
+    assert unpaired_comparison(small, large, "lower").verdict == "contradicted"
+    assert unpaired_comparison([0.1, 0.2], [0.3, 0.4], "higher").verdict == "undecided"  # no CI below 3 per side

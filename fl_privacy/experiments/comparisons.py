@@ -14,7 +14,8 @@ is held fixed, so a comparison gives one paired test per combination of the othe
 attacker and E). Pairs are the same victim (and seed) attacked under both settings: the loader
 refuses a comparison whose two cells attack different victims or datasets (not a paired design).
 With ``baseline_metric`` the baseline side reads another metric, so two methods scored on the very same runs
-(the same cell on both sides) are compared pair by pair.
+(the same cell on both sides) are compared pair by pair. ``paired: false`` compares cells that hold different
+victims as independent samples (Mann-Whitney U), stated in the table.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class ComparisonSpec(BaseModel):
     baseline_metric: str | None = Field(
         default=None, description="the baseline's metric when two methods are scored on the same runs (e.g. a "
                                   "multi-round MIA vs the one-update MIA on the same targets); default: metric")
+    paired: bool = Field(default=True, description="false: the two cells hold different victims (e.g. batch sizes "
+                                                    "with victims.group auto); compared as independent samples")
     paper_claim: Literal["higher", "lower", "equal"]
     margin: float | None = Field(default=None, ge=0, description="equal only: the largest difference that counts as equal")
     alpha: float = Field(default=0.05, gt=0, lt=1)
@@ -75,7 +78,7 @@ def parse_comparisons(raw: Any, axes: list[Any], all_values: dict[str, set[str]]
         except ValidationError as err:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(item)'}: {e['msg']}" for e in err.errors())
             raise ConfigError(f"{where}: {problems} (keys: name, baseline, treatment, metric, baseline_metric, "
-                              f"paper_claim, margin, alpha, paper)") from None
+                              f"paired, paper_claim, margin, alpha, paper)") from None
         where = f"{where} ('{spec.name}')"
         if set(spec.baseline) != set(spec.treatment):
             raise ConfigError(f"{where}: baseline and treatment must name the same swept keys "
@@ -102,6 +105,8 @@ def parse_comparisons(raw: Any, axes: list[Any], all_values: dict[str, set[str]]
         if baseline == treatment and spec.baseline_metric in (None, spec.metric):
             raise ConfigError(f"{where}: baseline and treatment are the same cell (compare two metrics of the same "
                               f"runs with baseline_metric)")
+        if not spec.paired and spec.baseline_metric not in (None, spec.metric):
+            raise ConfigError(f"{where}: baseline_metric compares two metrics of the same runs, which is paired")
         active = all(k == "round" or (k in swept and baseline[k] in swept[k] and treatment[k] in swept[k])
                      for k in baseline)
         out.append(Comparison(spec, tuple(spec.baseline), baseline, treatment, active))
@@ -114,7 +119,7 @@ def parse_comparisons(raw: Any, axes: list[Any], all_values: dict[str, set[str]]
 def check_paired(comparisons: list[Comparison], points: list[Any], show: Any) -> None:
     """Each baseline cell and its treatment cell must attack the same victims on the same data (paired design)."""
     for comparison in comparisons:
-        if not comparison.active:
+        if not comparison.active or not comparison.spec.paired:
             continue
         for base, treat in matched_points(comparison, points, show):
             where = (f"experiment.comparisons '{comparison.spec.name}': baseline ({base.label()}) and treatment "

@@ -10,7 +10,7 @@ from typing import Any
 from fl_privacy.experiments.comparisons import Comparison
 from fl_privacy.experiments.grouping import Record, combo_label, fmt, grouped, metric_values
 from fl_privacy.experiments.spec.model import Experiment, TableSpec
-from fl_privacy.experiments.stats import cell_stats, paired_comparison
+from fl_privacy.experiments.stats import cell_stats, paired_comparison, unpaired_comparison
 
 COMPARISONS_CSV = "comparisons.csv"
 PAIR_KEYS = ("seed", "victim", "round")
@@ -66,15 +66,23 @@ def comparison_rows(experiment: Experiment, recs: list[Record]) -> list[dict[str
             base = _pairs(members, comparison.baseline, spec.baseline_metric or spec.metric)
             treat = _pairs(members, comparison.treatment, spec.metric)
             shared = sorted(set(base) & set(treat))
-            if not shared:
+            if not spec.paired:
+                if not base or not treat:
+                    continue
+                result = unpaired_comparison(list(base.values()), list(treat.values()), spec.paper_claim, spec.alpha,
+                                             spec.margin)
+                shared = []
+            elif not shared:
                 continue
-            result = paired_comparison([base[k] for k in shared], [treat[k] for k in shared], spec.paper_claim,
-                                       spec.alpha, spec.margin)
+            else:
+                result = paired_comparison([base[k] for k in shared], [treat[k] for k in shared], spec.paper_claim,
+                                           spec.alpha, spec.margin)
             metric = spec.metric if spec.baseline_metric in (None, spec.metric) else \
                 f"{spec.metric} vs {spec.baseline_metric}"
             rows.append({"comparison": spec.name, "at": combo_label(fixed, combo) if fixed else "", "metric": metric,
                          "baseline": _setting(comparison.baseline), "treatment": _setting(comparison.treatment),
-                         **result.__dict__, "unpaired_dropped": len(base) + len(treat) - 2 * len(shared),
+                         **result.__dict__,
+                         "unpaired_dropped": len(base) + len(treat) - 2 * len(shared) if spec.paired else 0,
                          "paper": spec.paper or ""})
     return rows
 
@@ -91,13 +99,18 @@ def comparison_lines(experiment: Experiment, rows: list[dict[str, Any]]) -> list
              ("Difference = treatment - baseline per victim (same victims and seeds in both cells); CI: BCa bootstrap "
              "of the mean difference at 1 - alpha (seed 0); p: two-sided Wilcoxon signed-rank (scipy). Verdict: "
              "supported / contradicted when p < alpha and the CI lies on one side of 0 (equal: the CI inside "
-             "± margin); otherwise undecided at this n. Not corrected for multiple comparisons."), "",
+             "± margin); otherwise undecided at this n. Not corrected for multiple comparisons. A comparison declared "
+             "paired: false (cells that attack different images) uses the bootstrap CI of the difference of means "
+             "and the two-sided Mann-Whitney U test, marked in the p column, with n per side."), "",
              "| comparison | held fixed | metric | n | baseline | treatment | mean diff | CI | Wilcoxon p | claim | verdict |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         metric = row["metric"]
-        p = "–" if row["wilcoxon_p"] is None else f"{row['wilcoxon_p']:.3g}"
-        lines.append(f"| {row['comparison']} | {row['at'] or '–'} | `{metric}` | {row['n']} | "
+        unpaired = row["test"] == "mann-whitney"
+        p_value = row["mann_whitney_p"] if unpaired else row["wilcoxon_p"]
+        p = "–" if p_value is None else f"{p_value:.3g}" + (" (Mann-Whitney, unpaired)" if unpaired else "")
+        n = f"{row['n']} vs {row['n_treatment']}" if unpaired else str(row["n"])
+        lines.append(f"| {row['comparison']} | {row['at'] or '–'} | `{metric}` | {n} | "
                      f"{fmt(metric, row['baseline_mean'])} | {fmt(metric, row['treatment_mean'])} | "
                      f"{row['mean_difference']:+.3g} | {_ci_plain(row)} | {p} | {row['claim']} | **{row['verdict']}** |")
     if not rows:

@@ -1,4 +1,4 @@
-"""Uncertainty for experiment tables: per-cell bootstrap intervals and paired tests of a paper's claim.
+"""Uncertainty for experiment tables: per-cell bootstrap intervals and paired (or unpaired) tests of a paper's claim.
 
 A cell of an attack table holds one value per victim (and seed). We report its mean, median and a
 95% bootstrap confidence interval of the mean (scipy.stats.bootstrap, BCa, fixed seed so a table is
@@ -6,6 +6,10 @@ reproducible). A comparison the paper states ("the known schedule reconstructs b
 *paired* values, the same victims attacked under both settings: the difference treatment - baseline
 per victim, the bootstrap CI of its mean, and the two-sided Wilcoxon signed-rank p-value
 (scipy.stats.wilcoxon). ``verdict`` turns those into supported / contradicted / undecided at this n.
+
+Cells that attack different images (batch sizes with ``victims.group: auto``) cannot be paired; a comparison
+declared ``paired: false`` uses the bootstrap CI of the difference of means (each sample resampled on its own)
+and the two-sided Mann-Whitney U test instead.
 
 Small n is reported as it is: with 5 pairs the smallest two-sided Wilcoxon p is 0.0625, so no claim
 can be decided at alpha 0.05 (that is the answer "undecided at n = 5", not a failure). p-values are
@@ -45,8 +49,12 @@ class CellStats:
 
 
 @dataclass(frozen=True)
-class PairedComparison:
-    """Treatment - baseline over paired values: mean/median difference, its CI, Wilcoxon p, verdict."""
+class ComparisonResult:
+    """Treatment - baseline: mean/median difference, its CI, the test's p, verdict.
+
+    Paired (the default): ``n`` pairs, ``wilcoxon_p``. Unpaired (two independent samples, e.g. batch sizes that
+    attack other images): ``n`` baseline and ``n_treatment`` treatment values, ``mann_whitney_p``; the median
+    difference is then the difference of the medians."""
 
     n: int
     baseline_mean: float
@@ -59,6 +67,14 @@ class PairedComparison:
     claim: str
     alpha: float
     verdict: str
+    test: str = "wilcoxon"
+    mann_whitney_p: float | None = None
+    n_treatment: int | None = None
+
+    @property
+    def p(self) -> float | None:
+        return self.mann_whitney_p if self.test == "mann-whitney" else self.wilcoxon_p
+
 
 
 def bootstrap_ci(values: np.ndarray, confidence: float = 0.95, seed: int = BOOTSTRAP_SEED,
@@ -136,7 +152,7 @@ def verdict(claim: str, ci: tuple[float, float] | None, p: float | None, alpha: 
 
 
 def paired_comparison(baseline: list[float] | np.ndarray, treatment: list[float] | np.ndarray, claim: str,
-                      alpha: float = 0.05, margin: float | None = None, seed: int = BOOTSTRAP_SEED) -> PairedComparison:
+                      alpha: float = 0.05, margin: float | None = None, seed: int = BOOTSTRAP_SEED) -> ComparisonResult:
     """Compare paired values (same order = same victim): treatment - baseline, CI at 1 - alpha, Wilcoxon, verdict."""
     b, t = np.asarray(baseline, dtype=np.float64), np.asarray(treatment, dtype=np.float64)
     if b.shape != t.shape or b.ndim != 1:
@@ -146,12 +162,62 @@ def paired_comparison(baseline: list[float] | np.ndarray, treatment: list[float]
     d = t - b
     if d.size == 0:
         nan = float("nan")
-        return PairedComparison(0, nan, nan, nan, nan, None, None, None, claim, alpha, "undecided")
+        return ComparisonResult(0, nan, nan, nan, nan, None, None, None, claim, alpha, "undecided")
     ci = bootstrap_ci(d, 1.0 - alpha, seed)
     p = wilcoxon_p(d)
-    return PairedComparison(
+    return ComparisonResult(
         n=int(d.size), baseline_mean=float(b.mean()), treatment_mean=float(t.mean()),
         mean_difference=float(d.mean()), median_difference=float(np.median(d)),
         ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None, wilcoxon_p=p, claim=claim, alpha=alpha,
         verdict=verdict(claim, ci, p, alpha, margin),
+    )
+
+
+def mann_whitney_p(baseline: np.ndarray, treatment: np.ndarray) -> float | None:
+    """Two-sided Mann-Whitney U p-value of two independent samples (scipy); None with fewer than 2 in either."""
+    b, t = np.asarray(baseline, dtype=np.float64), np.asarray(treatment, dtype=np.float64)
+    if b.size < 2 or t.size < 2:
+        return None
+    return float(_scipy.mannwhitneyu(t, b, alternative="two-sided").pvalue)
+
+
+def difference_ci(baseline: np.ndarray, treatment: np.ndarray, confidence: float = 0.95, seed: int = BOOTSTRAP_SEED,
+                  n_resamples: int = BOOTSTRAP_RESAMPLES) -> tuple[float, float] | None:
+    """Bootstrap CI of mean(treatment) - mean(baseline) for independent samples (scipy, BCa, each sample resampled
+    on its own); None below ``MIN_BOOTSTRAP_N`` values in either."""
+    b, t = np.asarray(baseline, dtype=np.float64), np.asarray(treatment, dtype=np.float64)
+    if b.size < MIN_BOOTSTRAP_N or t.size < MIN_BOOTSTRAP_N:
+        return None
+
+    def statistic(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean(y, axis=axis) - np.mean(x, axis=axis)
+
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = _scipy.bootstrap((b, t), statistic, confidence_level=confidence, n_resamples=n_resamples,
+                                   method=method, paired=False, vectorized=True, rng=np.random.default_rng(seed))
+        low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if math.isfinite(low) and math.isfinite(high):
+            return low, high
+    return None
+
+
+def unpaired_comparison(baseline: list[float] | np.ndarray, treatment: list[float] | np.ndarray, claim: str,
+                        alpha: float = 0.05, margin: float | None = None,
+                        seed: int = BOOTSTRAP_SEED) -> ComparisonResult:
+    """Compare two independent samples: difference of means, its bootstrap CI, Mann-Whitney U, verdict."""
+    b = np.asarray([v for v in baseline if math.isfinite(v)], dtype=np.float64)
+    t = np.asarray([v for v in treatment if math.isfinite(v)], dtype=np.float64)
+    if b.size == 0 or t.size == 0:
+        nan = float("nan")
+        return ComparisonResult(int(b.size), nan, nan, nan, nan, None, None, None, claim, alpha, "undecided",
+                                "mann-whitney", None, int(t.size))
+    ci = difference_ci(b, t, 1.0 - alpha, seed)
+    p = mann_whitney_p(b, t)
+    return ComparisonResult(
+        n=int(b.size), baseline_mean=float(b.mean()), treatment_mean=float(t.mean()),
+        mean_difference=float(t.mean() - b.mean()), median_difference=float(np.median(t) - np.median(b)),
+        ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None, wilcoxon_p=None, claim=claim, alpha=alpha,
+        verdict=verdict(claim, ci, p, alpha, margin), test="mann-whitney", mann_whitney_p=p, n_treatment=int(t.size),
     )
