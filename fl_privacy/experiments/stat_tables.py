@@ -71,7 +71,6 @@ def comparison_rows(experiment: Experiment, recs: list[Record]) -> list[dict[str
                     continue
                 result = unpaired_comparison(list(base.values()), list(treat.values()), spec.paper_claim, spec.alpha,
                                              spec.margin)
-                shared = []
             elif not shared:
                 continue
             else:
