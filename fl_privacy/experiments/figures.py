@@ -1,6 +1,6 @@
 """The experiment's figures, one PNG per y metric, in the papers' forms: curves (SoK Fig. 4, 10), bars (Fig. 13)
-and a metric-vs-metric scatter (Fig. 15's privacy-utility plot). Points are means over victims and seeds; bars
-are 95% BCa bootstrap CIs of the mean (the tables' intervals) or the standard deviation."""
+and a metric-vs-metric scatter (Fig. 15's privacy-utility plot). Points are means over victims and seeds; error
+bars are 95% BCa bootstrap CIs of the mean (the tables' intervals) or the standard deviation."""
 
 from __future__ import annotations
 

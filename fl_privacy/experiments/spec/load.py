@@ -86,6 +86,7 @@ def load_experiment(
     tables = layout.tables(section.table, section.mode, keys)
     figures = layout.figures(section.figure, section.mode, keys)
     used = {k for t in tables for k in (*t.rows, *t.columns)} | {k for f in figures for k in (f.x, *f.hue)}
+    per_round = section.mode == "federation" and "round" in used
     experiment = Experiment(
         path=path, name=name, question=(section.question or "").strip(), paper=section.paper or "",
         notes=list(section.notes), mode=section.mode, profile=profile_name, profile_defaulted=profile is None,
@@ -94,7 +95,7 @@ def load_experiment(
         tables=tables, figures=figures, base=base, resolved_base=resolved_base,
         overrides={**profile_set, **cli, **defaults},
         cli_overrides=cli, points=points, units=units(points, seeds),
-        per_round=(per_round := section.mode == "federation" and "round" in used), root=root,
+        per_round=per_round, root=root,
         generators={k: v for k, v in generators.items() if k in used_generators},
         comparisons=_comparisons(raw, section, axes, points, per_round),
         run_resources=profiles.run_resources(section, chosen),
