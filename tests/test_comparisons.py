@@ -132,6 +132,22 @@ def test_a_later_round_is_compared_with_an_earlier_one_paired_on_the_seed(tmp_pa
     assert float(row["wilcoxon_p"]) == pytest.approx(stats.wilcoxon(last - first).pvalue)
 
 
+def test_a_round_the_profile_does_not_reach_gives_no_row(tmp_path):
+    """ablation_igsa declares round-30 claims; its 4-round standard profile must still write the round-4 row."""
+    claims = [{"name": name, "baseline": {"round": 0}, "treatment": {"round": r}, "metric": "test_accuracy",
+               "paper_claim": "higher"} for name, r in (("after 2 rounds", 2), ("after 30 rounds", 30))]
+    experiment = _federation(tmp_path, claims)
+    rows = [{"row_id": u.row_id, "point_id": u.point.point_id, "seed": str(u.seed), "round": str(r),
+             "test_accuracy": repr(0.1 + 0.1 * r + 0.01 * u.seed * r)} for u in experiment.units for r in range(3)]
+    root = tmp_path / "out"
+    root.mkdir()
+    write_summary(root, experiment, rows, elapsed=1.0, command="cmd", status="finished")
+    with (root / "comparisons.csv").open(newline="") as handle:
+        written = list(csv.DictReader(handle))
+    assert [row["comparison"] for row in written] == ["after 2 rounds"]
+    assert written[0]["n"] == "8" and written[0]["verdict"] == "supported"
+
+
 def test_round_comparisons_need_rows_per_round(tmp_path):
     claim = {"name": "x", "baseline": {"round": 0}, "treatment": {"round": "last"}, "metric": "test_accuracy",
              "paper_claim": "higher"}
