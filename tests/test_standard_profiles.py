@@ -52,7 +52,7 @@ def test_standard_profile_has_n_and_paired_victims(path: Path):
 
 
 @pytest.mark.parametrize("path", _files())
-def test_standard_command_states_an_estimate(path: Path):
+def test_standard_command_states_its_time(path: Path):
     text = "\n".join(_header(path))
     line = next((ln for ln in text.splitlines() if "--profile standard" in ln), "")
     assert ("estimate" in line or "measured" in line) and "min" in line, \
